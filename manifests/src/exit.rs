@@ -1,0 +1,138 @@
+//! Exit codes shared by `bundler` and `installer`, one enum so that scripts can branch on them.
+//! The table in `docs/cli.md` is generated from the same list ([`Exit::ALL`]) and checked by a test.
+
+/// Every exit code either binary returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// An unexpected error (a bug, or an I/O error not covered below).
+    Failure = 1,
+    /// The command line was wrong (clap's own code).
+    Usage = 2,
+    /// The compose file is missing, malformed, or uses something the bundle cannot carry.
+    SpecInvalid = 10,
+    /// A key file is missing, unreadable, malformed, or would be overwritten.
+    KeyError = 11,
+    /// The registry could not be reached.
+    RegistryUnreachable = 12,
+    /// The registry refused the credentials.
+    RegistryAuth = 13,
+    /// An image or tag does not exist in the registry.
+    ImageNotFound = 14,
+    /// An image cannot be shipped: zstd-only layers, no linux/amd64 variant, unknown media type.
+    ImageUnsupported = 15,
+    /// The registry sent content that does not match its digest.
+    RegistryDigestMismatch = 16,
+    /// The output or state directory ran out of space.
+    DiskFull = 17,
+    /// The bundle is damaged or was changed after signing.
+    BundleInvalid = 20,
+    /// The signature is missing, bad, or from a key that is not trusted.
+    SignatureRejected = 21,
+    /// The bundle is valid but refused by policy (other product, older release, expired).
+    PolicyRejected = 22,
+    /// A preflight check failed; nothing was changed.
+    PreflightFailed = 30,
+    /// The Docker Engine could not be reached (or went away during the apply).
+    DockerUnreachable = 31,
+    /// Loading images into Docker failed.
+    LoadFailed = 32,
+    /// A migration (or backup) job exited non-zero.
+    MigrationFailed = 33,
+    /// A service did not become healthy in time.
+    HealthGateFailed = 34,
+    /// A container could not be created or started (e.g. a host port in use).
+    StartFailed = 35,
+    /// A previous apply was interrupted and could not be resumed, or another apply holds the lock.
+    ApplyLocked = 36,
+    /// `installer status`: something is not running or not healthy.
+    Unhealthy = 40,
+    /// `installer status`: nothing is installed yet.
+    NotInstalled = 41,
+}
+
+impl Exit {
+    /// Every code, in order, for documentation and tests.
+    pub const ALL: &'static [Exit] = &[
+        Exit::Ok,
+        Exit::Failure,
+        Exit::Usage,
+        Exit::SpecInvalid,
+        Exit::KeyError,
+        Exit::RegistryUnreachable,
+        Exit::RegistryAuth,
+        Exit::ImageNotFound,
+        Exit::ImageUnsupported,
+        Exit::RegistryDigestMismatch,
+        Exit::DiskFull,
+        Exit::BundleInvalid,
+        Exit::SignatureRejected,
+        Exit::PolicyRejected,
+        Exit::PreflightFailed,
+        Exit::DockerUnreachable,
+        Exit::LoadFailed,
+        Exit::MigrationFailed,
+        Exit::HealthGateFailed,
+        Exit::StartFailed,
+        Exit::ApplyLocked,
+        Exit::Unhealthy,
+        Exit::NotInstalled,
+    ];
+
+    /// The numeric code.
+    #[must_use]
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// A short machine name (`--json` output, docs).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Exit::Ok => "ok",
+            Exit::Failure => "failure",
+            Exit::Usage => "usage",
+            Exit::SpecInvalid => "spec-invalid",
+            Exit::KeyError => "key-error",
+            Exit::RegistryUnreachable => "registry-unreachable",
+            Exit::RegistryAuth => "registry-auth",
+            Exit::ImageNotFound => "image-not-found",
+            Exit::ImageUnsupported => "image-unsupported",
+            Exit::RegistryDigestMismatch => "registry-digest-mismatch",
+            Exit::DiskFull => "disk-full",
+            Exit::BundleInvalid => "bundle-invalid",
+            Exit::SignatureRejected => "signature-rejected",
+            Exit::PolicyRejected => "policy-rejected",
+            Exit::PreflightFailed => "preflight-failed",
+            Exit::DockerUnreachable => "docker-unreachable",
+            Exit::LoadFailed => "load-failed",
+            Exit::MigrationFailed => "migration-failed",
+            Exit::HealthGateFailed => "health-gate-failed",
+            Exit::StartFailed => "start-failed",
+            Exit::ApplyLocked => "apply-locked",
+            Exit::Unhealthy => "unhealthy",
+            Exit::NotInstalled => "not-installed",
+        }
+    }
+}
+
+/// An error that knows its exit code and, where the user can act, a hint.
+pub trait Diagnose {
+    /// The exit code this error maps to.
+    fn exit(&self) -> Exit;
+    /// What the user can do about it, without the `hint: ` prefix.
+    fn hint(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Exit code for an I/O error: out of space gets its own code.
+#[must_use]
+pub fn io_exit(err: &std::io::Error) -> Exit {
+    match err.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Exit::DiskFull,
+        _ => Exit::Failure,
+    }
+}

@@ -1,0 +1,330 @@
+//! `bundle.json`: what was packed. Signed; the installer trusts nothing that is not pinned here.
+//!
+//! Compatibility rule (docs/bundle-format.md): `schema_version` changes when an older installer
+//! would misread a bundle. Fields may be added without a version change only if they are optional
+//! and an installer that ignores them stays safe.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Digest;
+
+/// The format version this crate writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The signed manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Format version; see the compatibility rule.
+    pub schema_version: u32,
+    /// Product name; an installer refuses a bundle for another product.
+    pub product: String,
+    /// Human version, e.g. `1.4.0`.
+    pub version: String,
+    /// Monotonic release counter, for anti-rollback.
+    pub release: u64,
+    /// Release channel.
+    pub channel: String,
+    /// Build time, seconds since the epoch (from `SOURCE_DATE_EPOCH` when set).
+    pub created: u64,
+    /// After this time (seconds since the epoch) the bundle is refused.
+    pub expires: Option<u64>,
+    /// Target platform, `linux/amd64`.
+    pub platform: String,
+    /// Key id of the signing key.
+    pub key_id: String,
+    /// Compose project name (container names, compose labels).
+    pub project: String,
+    /// Every entry after the signature, in archive order.
+    pub entries: Vec<Entry>,
+    /// The images, each pinned by digest.
+    pub images: Vec<Image>,
+    /// Normalized services.
+    pub services: BTreeMap<String, ServiceDef>,
+    /// Named volumes.
+    pub volumes: Vec<String>,
+    /// Networks.
+    pub networks: Vec<String>,
+    /// One-shot migration services, run once per release.
+    pub migrations: Vec<String>,
+    /// One-shot backup service, run before the migrations.
+    pub backup: Option<String>,
+    /// Operator-supplied variables (names and defaults only; values are never in a bundle).
+    pub variables: BTreeMap<String, VariableDef>,
+    /// Health gate settings.
+    pub health: HealthSettings,
+    /// What the host needs.
+    pub requires: Requirements,
+}
+
+/// One archive entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Path inside the archive.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// sha256 of the content.
+    pub sha256: Digest,
+}
+
+/// A blob as the registry described it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Blob {
+    /// Digest.
+    pub digest: Digest,
+    /// Size.
+    pub size: u64,
+    /// Media type.
+    pub media_type: String,
+}
+
+/// A layer: its blob plus the digest of its uncompressed tar (the diff id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    /// The blob.
+    #[serde(flatten)]
+    pub blob: Blob,
+    /// Digest of the uncompressed layer tar, from the image config.
+    pub diff_id: Digest,
+}
+
+/// One image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// The reference as the compose file writes it; the installer tags the image with it.
+    pub reference: String,
+    /// Digest of the multi-arch index the tag pointed to, if any.
+    pub index_digest: Option<Digest>,
+    /// The platform manifest, stored byte for byte.
+    pub manifest: Blob,
+    /// The config; its digest is the Docker image ID.
+    pub config: Blob,
+    /// Layers, base first.
+    pub layers: Vec<Layer>,
+}
+
+impl Image {
+    /// Sum of the compressed layer sizes plus config.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.config.size + self.layers.iter().map(|l| l.blob.size).sum::<u64>()
+    }
+}
+
+/// A `depends_on` condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// `service_started`.
+    Started,
+    /// `service_healthy`.
+    Healthy,
+    /// `service_completed_successfully`.
+    CompletedSuccessfully,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortMapping {
+    /// Host address.
+    pub host_ip: String,
+    /// Host port.
+    pub host_port: u16,
+    /// Container port.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// Kind of mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountKind {
+    /// A named volume.
+    Volume,
+    /// A bind mount: an absolute host path, or a bundled file relative to the compose file.
+    Bind,
+}
+
+/// A mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// Volume or bind.
+    pub kind: MountKind,
+    /// Volume name, absolute host path, or bundled file path relative to the compose file.
+    pub source: String,
+    /// Container path.
+    pub target: String,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// Healthcheck; durations in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthcheckDef {
+    /// Test (`CMD`, `CMD-SHELL`, `NONE` first); empty = keep the image's test.
+    pub test: Vec<String>,
+    /// Interval.
+    pub interval_ms: Option<u64>,
+    /// Timeout.
+    pub timeout_ms: Option<u64>,
+    /// Retries.
+    pub retries: Option<u32>,
+    /// Start period.
+    pub start_period_ms: Option<u64>,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsDef {
+    /// CPUs in units of 1e-9.
+    pub nano_cpus: Option<i64>,
+    /// Memory in bytes.
+    pub memory_bytes: Option<i64>,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingDef {
+    /// Driver.
+    pub driver: String,
+    /// Options.
+    pub options: BTreeMap<String, String>,
+}
+
+/// A normalized service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDef {
+    /// Image reference (one of [`Manifest::images`]).
+    pub image: String,
+    /// Command.
+    pub command: Option<Vec<String>>,
+    /// Entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment; values may reference operator variables as `${NAME}`.
+    pub environment: BTreeMap<String, String>,
+    /// Env files (bundled stack files), applied before `environment`.
+    pub env_file: Vec<String>,
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+    /// Mounts.
+    pub volumes: Vec<Mount>,
+    /// Networks with extra aliases.
+    pub networks: BTreeMap<String, Vec<String>>,
+    /// Dependencies.
+    pub depends_on: BTreeMap<String, Condition>,
+    /// Healthcheck override.
+    pub healthcheck: Option<HealthcheckDef>,
+    /// Restart policy.
+    pub restart: Option<String>,
+    /// User.
+    pub user: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// Limits.
+    pub limits: Option<LimitsDef>,
+    /// Logging.
+    pub logging: Option<LoggingDef>,
+}
+
+/// An operator-supplied variable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariableDef {
+    /// Never printed; stored 0600.
+    pub secret: bool,
+    /// Default value (never for secrets).
+    pub default: Option<String>,
+    /// What to tell the operator.
+    pub description: Option<String>,
+}
+
+/// Health gate settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Per-service timeout in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// What the host needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirements {
+    /// Bytes of image blobs (compressed) the bundle carries.
+    pub image_bytes: u64,
+    /// Lowest Docker API version the installer's calls need.
+    pub docker_api_version: String,
+}
+
+/// Why `bundle.json` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Newer format than this program understands.
+    #[error("bundle.json has schema_version {found}; this program reads version {SCHEMA_VERSION}")]
+    UnsupportedVersion {
+        /// The version found.
+        found: u32,
+    },
+    /// Not valid JSON of the expected shape.
+    #[error("bundle.json is not a valid manifest: {0}")]
+    Malformed(String),
+}
+
+impl Manifest {
+    /// Canonical bytes: compact JSON (struct fields in declaration order, maps sorted) plus a
+    /// newline. Two builds of the same input give the same bytes.
+    ///
+    /// # Panics
+    /// Never: every field serializes.
+    #[must_use]
+    pub fn to_canonical_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).expect("manifest serializes");
+        v.push(b'\n');
+        v
+    }
+
+    /// Parse manifest bytes, checking the schema version first so that a newer format gets a
+    /// clear message rather than a field error.
+    ///
+    /// # Errors
+    /// Unsupported version or malformed JSON.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ManifestError> {
+        #[derive(Deserialize)]
+        struct Version {
+            schema_version: u32,
+        }
+        let v: Version = serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        if v.schema_version != SCHEMA_VERSION {
+            return Err(ManifestError::UnsupportedVersion { found: v.schema_version });
+        }
+        serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))
+    }
+
+    /// The image a reference names.
+    #[must_use]
+    pub fn image(&self, reference: &str) -> Option<&Image> {
+        self.images.iter().find(|i| i.reference == reference)
+    }
+
+    /// Total size of all entries.
+    #[must_use]
+    pub fn payload_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+}
