@@ -1,0 +1,402 @@
+//! `bundler build`: compose file + registry -> one signed bundle.
+//!
+//! 1. read the key (fail fast), parse and normalize the compose file, hash its config files;
+//! 2. resolve every image to its linux/amd64 manifest, check media types and architecture;
+//! 3. download every blob not in the cache, a few at a time, each verified, shared ones once;
+//! 4. list every entry with size and sha256, write and sign `bundle.json`;
+//! 5. write the tar to a temp file next to the output, fsync, rename: no partial output, ever.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use futures_util::{StreamExt, TryStreamExt};
+use manifests::layout::{self, COMPOSE, OCI_INDEX, OCI_LAYOUT, OCI_LAYOUT_CONTENT};
+use manifests::spec::ComposeFile;
+use manifests::{Blob, Digest, Entry, Image, Layer, Manifest, Requirements, SCHEMA_VERSION, SecretKey};
+use serde::Deserialize;
+
+use crate::archive::{self, Source};
+use crate::error::BundlerError;
+use crate::registry::ImageSource;
+use crate::report::{Phase, Reporter};
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The compose file.
+    pub compose: PathBuf,
+    /// The secret key.
+    pub secret_key: PathBuf,
+    /// Human version.
+    pub version: String,
+    /// Release counter.
+    pub release: u64,
+    /// Output bundle path.
+    pub output: PathBuf,
+    /// Blob cache directory.
+    pub cache_dir: PathBuf,
+    /// Build time (seconds since the epoch); from `SOURCE_DATE_EPOCH` for reproducible builds.
+    pub created: u64,
+    /// Days the bundle stays valid, if limited.
+    pub valid_days: Option<u64>,
+    /// Parallel downloads.
+    pub jobs: usize,
+}
+
+/// What was built.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildSummary {
+    /// Output path.
+    pub path: PathBuf,
+    /// Bundle size.
+    pub size: u64,
+    /// sha256 of the bundle file.
+    pub sha256: Digest,
+    /// Images.
+    pub images: usize,
+    /// Unique blobs stored.
+    pub blobs: usize,
+    /// Bytes of unique blobs.
+    pub blob_bytes: u64,
+    /// Bytes downloaded in this run.
+    pub downloaded_bytes: u64,
+    /// Bytes found in the cache.
+    pub cached_bytes: u64,
+    /// Key id that signed.
+    pub key_id: String,
+}
+
+const GZIP_LAYER_TYPES: &[&str] = &[
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.docker.image.rootfs.diff.tar",
+];
+const MANIFEST_TYPES: &[&str] =
+    &["application/vnd.docker.distribution.manifest.v2+json", "application/vnd.oci.image.manifest.v1+json"];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestDoc {
+    schema_version: u32,
+    media_type: Option<String>,
+    config: DescriptorDoc,
+    layers: Vec<DescriptorDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescriptorDoc {
+    media_type: String,
+    digest: String,
+    size: u64,
+}
+
+#[derive(Deserialize)]
+struct ConfigDoc {
+    architecture: Option<String>,
+    os: Option<String>,
+    rootfs: RootFsDoc,
+}
+
+#[derive(Deserialize)]
+struct RootFsDoc {
+    diff_ids: Vec<String>,
+}
+
+/// Read a secret key file.
+///
+/// # Errors
+/// Missing or malformed key.
+pub fn read_secret_key(path: &Path) -> Result<SecretKey, BundlerError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| BundlerError::KeyUnreadable { path: path.to_path_buf(), source })?;
+    Ok(SecretKey::from_file_string(&text, path)?)
+}
+
+/// Build a bundle.
+///
+/// # Errors
+/// See [`BundlerError`]; on any error no output file is left behind.
+pub async fn build<S: ImageSource>(
+    opts: &BuildOptions,
+    source: &S,
+    reporter: &dyn Reporter,
+) -> Result<BuildSummary, BundlerError> {
+    let key = read_secret_key(&opts.secret_key)?;
+    let compose_name = opts.compose.display().to_string();
+    let compose_text = std::fs::read_to_string(&opts.compose)
+        .map_err(|source| BundlerError::ComposeUnreadable { path: opts.compose.clone(), source })?;
+    let stack = ComposeFile::parse(&compose_text, &compose_name)?.normalize(&compose_name)?;
+    let base_dir = opts.compose.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let output_dir = match opts.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+
+    let mut entries: Vec<(Entry, Source)> = Vec::new();
+    let compose_bytes = compose_text.into_bytes();
+    entries.push(bytes_entry(COMPOSE, compose_bytes));
+    for rel in &stack.files {
+        let file = base_dir.join(rel);
+        let stack_err =
+            |source| BundlerError::StackFile { compose: opts.compose.clone(), file: rel.clone(), source };
+        let meta = std::fs::metadata(&file).map_err(stack_err)?;
+        if !meta.is_file() {
+            return Err(stack_err(std::io::Error::other("not a regular file (directories are not bundled; name each file)")));
+        }
+        let (sha256, size) = manifests::digest::digest_file(&file).map_err(stack_err)?;
+        entries.push((Entry { path: layout::stack_file_path(rel), size, sha256 }, Source::File(file)));
+    }
+
+    let blob_dir = opts.cache_dir.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blob_dir).map_err(|source| BundlerError::Cache { path: blob_dir.clone(), source })?;
+
+    // Resolve every image (sorted, each once) and fetch its config.
+    reporter.start(Phase::Resolve, 0);
+    let references: BTreeSet<&str> = stack.services.values().map(|s| s.image.as_str()).collect();
+    let mut images = Vec::new();
+    for reference in &references {
+        reporter.message(&format!("resolving {reference}"));
+        images.push(resolve_image(source, reference, &blob_dir).await?);
+    }
+    reporter.finish(Phase::Resolve);
+
+    // Every blob once: manifests and configs first, then layers in first-seen order.
+    let mut blob_order: Vec<(String, Blob)> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for image in &images {
+        for b in [&image.manifest, &image.config] {
+            if seen.insert(b.digest) {
+                blob_order.push((image.reference.clone(), b.clone()));
+            }
+        }
+    }
+    for image in &images {
+        for l in &image.layers {
+            if seen.insert(l.blob.digest) {
+                blob_order.push((image.reference.clone(), l.blob.clone()));
+            }
+        }
+    }
+
+    // Download what the cache lacks.
+    let missing: Vec<&(String, Blob)> =
+        blob_order.iter().filter(|(_, b)| !cached(&blob_dir, b)).collect();
+    let downloaded_bytes: u64 = missing.iter().map(|(_, b)| b.size).sum();
+    let blob_bytes: u64 = blob_order.iter().map(|(_, b)| b.size).sum();
+    reporter.start(Phase::Download, downloaded_bytes);
+    let progress = |n| reporter.advance(Phase::Download, n);
+    futures_util::stream::iter(missing.iter().map(|(reference, blob)| {
+        let dest = blob_dir.join(blob.digest.hex());
+        let progress = &progress;
+        async move { source.fetch_blob(reference, &blob.digest, &dest, progress).await }
+    }))
+    .buffer_unordered(opts.jobs.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+    reporter.finish(Phase::Download);
+    for (reference, blob) in &blob_order {
+        let size = std::fs::metadata(blob_dir.join(blob.digest.hex())).map(|m| m.len()).unwrap_or(0);
+        if size != blob.size {
+            return Err(BundlerError::Registry(crate::registry::RegistryError::DigestMismatch {
+                registry: String::new(),
+                reference: reference.clone(),
+                what: format!("blob {}", blob.digest),
+                message: format!("{size} bytes received, the manifest says {}", blob.size),
+            }));
+        }
+    }
+
+    entries.push(bytes_entry(OCI_LAYOUT, OCI_LAYOUT_CONTENT.as_bytes().to_vec()));
+    entries.push(bytes_entry(OCI_INDEX, oci_index(&images)));
+    for (_, blob) in &blob_order {
+        entries.push((
+            Entry { path: layout::blob_path(&blob.digest), size: blob.size, sha256: blob.digest },
+            Source::File(blob_dir.join(blob.digest.hex())),
+        ));
+    }
+
+    let manifest = Manifest {
+        schema_version: SCHEMA_VERSION,
+        product: stack.product.clone(),
+        version: opts.version.clone(),
+        release: opts.release,
+        channel: stack.channel.clone(),
+        created: opts.created,
+        expires: opts.valid_days.map(|d| opts.created + d * 86_400),
+        platform: "linux/amd64".into(),
+        key_id: key.key_id().to_string(),
+        project: stack.project.clone(),
+        entries: entries.iter().map(|(e, _)| e.clone()).collect(),
+        images,
+        services: stack.services.clone(),
+        volumes: stack.volumes.clone(),
+        networks: stack.networks.clone(),
+        migrations: stack.migrations.clone(),
+        backup: stack.backup.clone(),
+        variables: stack.variables.clone(),
+        health: stack.health.clone(),
+        requires: Requirements { image_bytes: blob_bytes, docker_api_version: "1.41".into() },
+    };
+    let manifest_bytes = manifest.to_canonical_bytes();
+    let signature = key.sign(
+        &manifest_bytes,
+        &format!(
+            "product:{} version:{} release:{} created:{} file:bundle.json",
+            manifest.product, manifest.version, manifest.release, manifest.created
+        ),
+    );
+    let mut all = vec![bytes_entry(layout::MANIFEST, manifest_bytes), bytes_entry(layout::SIGNATURE, signature.into_bytes())];
+    all.extend(entries);
+
+    let total: u64 = all.iter().map(|(e, _)| e.size).sum();
+    reporter.start(Phase::Write, total);
+    let out_err = |source| BundlerError::Output { path: opts.output.clone(), source };
+    let tmp = tempfile::Builder::new()
+        .prefix(".bundle-")
+        .suffix(".partial")
+        .tempfile_in(&output_dir)
+        .map_err(out_err)?;
+    let writer = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    let written = archive::write_archive(writer, opts.created, &all, &|n| reporter.advance(Phase::Write, n));
+    let writer = match written {
+        Ok(w) => w,
+        Err(e) => {
+            // A cache file that no longer matches its digest is dropped so the next run fetches it.
+            if let archive::ArchiveError::Changed { file, .. } = &e {
+                let _ = std::fs::remove_file(file);
+            }
+            return Err(e.into());
+        }
+    };
+    let tmp = writer.into_inner().map_err(|e| out_err(e.into_error()))?;
+    tmp.as_file().sync_all().map_err(out_err)?;
+    tmp.persist(&opts.output).map_err(|e| out_err(e.error))?;
+    if let Ok(dir) = std::fs::File::open(&output_dir) {
+        let _ = dir.sync_all();
+    }
+    reporter.finish(Phase::Write);
+    let (sha256, size) = manifests::digest::digest_file(&opts.output).map_err(out_err)?;
+    Ok(BuildSummary {
+        path: opts.output.clone(),
+        size,
+        sha256,
+        images: manifest.images.len(),
+        blobs: blob_order.len(),
+        blob_bytes,
+        downloaded_bytes,
+        cached_bytes: blob_bytes - downloaded_bytes,
+        key_id: manifest.key_id,
+    })
+}
+
+fn bytes_entry(path: &str, bytes: Vec<u8>) -> (Entry, Source) {
+    (Entry { path: path.to_string(), size: bytes.len() as u64, sha256: Digest::of(&bytes) }, Source::Bytes(bytes))
+}
+
+fn cached(blob_dir: &Path, blob: &Blob) -> bool {
+    std::fs::metadata(blob_dir.join(blob.digest.hex())).is_ok_and(|m| m.len() == blob.size)
+}
+
+async fn resolve_image<S: ImageSource>(source: &S, reference: &str, blob_dir: &Path) -> Result<Image, BundlerError> {
+    let unsupported = |reason: String| BundlerError::ImageUnsupported { reference: reference.to_string(), reason };
+    let resolved = source.resolve(reference).await?;
+    let doc: ManifestDoc = serde_json::from_slice(&resolved.raw)
+        .map_err(|e| unsupported(format!("its manifest is not a v2 image manifest ({e})")))?;
+    let manifest_type = doc.media_type.clone().unwrap_or_else(|| MANIFEST_TYPES[1].to_string());
+    if doc.schema_version != 2 || !MANIFEST_TYPES.contains(&manifest_type.as_str()) {
+        return Err(unsupported(format!("manifest media type `{manifest_type}` (schema {})", doc.schema_version)));
+    }
+    let parse_digest = |d: &str| d.parse::<Digest>().map_err(|e| unsupported(e.to_string()));
+    for l in &doc.layers {
+        if l.media_type.contains("zstd") {
+            return Err(unsupported(format!("layer {} is zstd-compressed ({})", l.digest, l.media_type)));
+        }
+        if !GZIP_LAYER_TYPES.contains(&l.media_type.as_str()) {
+            return Err(unsupported(format!("layer {} has media type `{}`", l.digest, l.media_type)));
+        }
+    }
+    // Keep the manifest byte for byte in the cache, like any other blob.
+    let manifest_path = blob_dir.join(resolved.digest.hex());
+    if !manifest_path.exists() {
+        write_atomic(&manifest_path, &resolved.raw)
+            .map_err(|source| BundlerError::Cache { path: manifest_path.clone(), source })?;
+    }
+    let config_digest = parse_digest(&doc.config.digest)?;
+    let config_path = blob_dir.join(config_digest.hex());
+    if !std::fs::metadata(&config_path).is_ok_and(|m| m.len() == doc.config.size) {
+        source.fetch_blob(reference, &config_digest, &config_path, &|_| {}).await?;
+    }
+    let config_bytes =
+        std::fs::read(&config_path).map_err(|source| BundlerError::Cache { path: config_path.clone(), source })?;
+    if Digest::of(&config_bytes) != config_digest {
+        let _ = std::fs::remove_file(&config_path);
+        return Err(unsupported("its cached config does not match its digest; run again".into()));
+    }
+    let config: ConfigDoc =
+        serde_json::from_slice(&config_bytes).map_err(|e| unsupported(format!("its config is not an image config ({e})")))?;
+    let os = config.os.unwrap_or_default();
+    let arch = config.architecture.unwrap_or_default();
+    if os != "linux" || arch != "amd64" {
+        return Err(unsupported(format!("it is built for {os}/{arch}, not linux/amd64")));
+    }
+    if config.rootfs.diff_ids.len() != doc.layers.len() {
+        return Err(unsupported(format!(
+            "its config lists {} diff ids for {} layers",
+            config.rootfs.diff_ids.len(),
+            doc.layers.len()
+        )));
+    }
+    let mut layers = Vec::new();
+    for (l, diff_id) in doc.layers.iter().zip(&config.rootfs.diff_ids) {
+        layers.push(Layer {
+            blob: Blob { digest: parse_digest(&l.digest)?, size: l.size, media_type: l.media_type.clone() },
+            diff_id: parse_digest(diff_id)?,
+        });
+    }
+    Ok(Image {
+        reference: reference.to_string(),
+        index_digest: resolved.index_digest,
+        manifest: Blob { digest: resolved.digest, size: resolved.raw.len() as u64, media_type: manifest_type },
+        config: Blob { digest: config_digest, size: doc.config.size, media_type: doc.config.media_type },
+        layers,
+    })
+}
+
+fn oci_index(images: &[Image]) -> Vec<u8> {
+    let manifests: Vec<serde_json::Value> = images
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "mediaType": i.manifest.media_type,
+                "digest": i.manifest.digest.to_string(),
+                "size": i.manifest.size,
+                "annotations": {"org.opencontainers.image.ref.name": i.reference},
+            })
+        })
+        .collect();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let mut v = serde_json::to_vec(&index).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
+/// Write a file via temp + fsync + rename.
+///
+/// # Errors
+/// Any I/O error.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+

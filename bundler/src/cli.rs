@@ -1,0 +1,122 @@
+//! Command-line arguments (clap only; the library takes typed options).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueHint};
+
+/// Build signed offline bundles of a docker compose stack.
+#[derive(Debug, Parser)]
+#[command(name = "bundler", version, about)]
+pub struct Cli {
+    /// Print machine-readable JSON on stdout instead of human text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a signing key pair (minisign format).
+    Keygen(KeygenArgs),
+    /// Build a signed bundle from a compose file.
+    Build(BuildArgs),
+    /// Show what a bundle contains.
+    Inspect(InspectArgs),
+    /// Check a bundle's signature and every entry.
+    Verify(VerifyArgs),
+    /// Print shell completions.
+    Completions {
+        /// Shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages into a directory.
+    Man {
+        /// Output directory.
+        #[arg(long, default_value = "man", value_hint = ValueHint::DirPath)]
+        out: PathBuf,
+    },
+}
+
+/// `keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the secret key (mode 0600).
+    #[arg(long, value_hint = ValueHint::FilePath)]
+    pub secret_key: PathBuf,
+    /// Where to write the public key.
+    #[arg(long, value_hint = ValueHint::FilePath)]
+    pub public_key: PathBuf,
+    /// Overwrite existing key files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The compose file.
+    #[arg(short = 'f', long = "file", default_value = "compose.yaml", value_hint = ValueHint::FilePath)]
+    pub compose: PathBuf,
+    /// The secret key that signs the bundle.
+    #[arg(long, env = "BUNDLER_KEY", value_hint = ValueHint::FilePath)]
+    pub key: PathBuf,
+    /// Version shown to operators, e.g. 1.4.0.
+    #[arg(long)]
+    pub version: String,
+    /// Release counter; must grow with every release (anti-rollback).
+    #[arg(long)]
+    pub release: u64,
+    /// Output bundle file.
+    #[arg(short, long, value_hint = ValueHint::FilePath)]
+    pub output: PathBuf,
+    /// Registry (host:port) to reach over plain HTTP. Repeatable.
+    #[arg(long = "insecure-registry", env = "BUNDLER_INSECURE_REGISTRIES", value_delimiter = ',')]
+    pub insecure_registry: Vec<String>,
+    /// Blob cache directory [default: $XDG_CACHE_HOME/bundler or ~/.cache/bundler].
+    #[arg(long, env = "BUNDLER_CACHE_DIR", value_hint = ValueHint::DirPath)]
+    pub cache_dir: Option<PathBuf>,
+    /// Days the bundle stays valid (installers refuse it afterwards).
+    #[arg(long)]
+    pub valid_days: Option<u64>,
+    /// Parallel downloads.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+}
+
+/// `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The bundle.
+    #[arg(value_hint = ValueHint::FilePath)]
+    pub bundle: PathBuf,
+    /// Check the manifest's signature with this public key. Repeatable.
+    #[arg(long)]
+    pub key: Vec<PathBuf>,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bundle.
+    #[arg(value_hint = ValueHint::FilePath)]
+    pub bundle: PathBuf,
+    /// Trusted public key. Repeatable.
+    #[arg(long, required = true)]
+    pub key: Vec<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
