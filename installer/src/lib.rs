@@ -1,1 +1,24 @@
+//! `installer`: runs on the offline VM, as root, next to a local Docker Engine.
+//!
+//! - [`verify`]: signature first, then every entry -> [`verify::VerifiedBundle`]
+//! - [`plan`]: pure (manifest, host state) -> [`plan::Plan`]
+//! - [`load`]: the one pass over the bundle that streams a docker-save archive to Docker
+//! - [`apply`]: runs the plan, journaled in [`state`]
+//! - [`engine`]: the [`engine::Engine`] seam; [`docker`] is the only module importing bollard
+//! - [`status`], [`preflight`], [`values`], [`trust`], [`report`]
 
+pub mod apply;
+pub mod docker;
+pub mod engine;
+pub mod error;
+pub mod load;
+pub mod plan;
+pub mod preflight;
+pub mod report;
+pub mod state;
+pub mod status;
+pub mod trust;
+pub mod values;
+pub mod verify;
+
+pub use error::InstallError;

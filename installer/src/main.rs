@@ -1,1 +1,194 @@
-fn main() {}
+//! The `installer` binary: parse, run, render the error with its hint, exit with its code.
+
+mod cli;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use cli::{ApplyArgs, Cli, Command};
+use installer::InstallError;
+use installer::apply::ApplyOptions;
+use installer::docker::DockerEngine;
+use installer::state::StateDir;
+use manifests::Diagnose;
+use progress::{Terminal, human_bytes};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("INSTALLER_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        })
+    });
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            let hint = err.hint();
+            if json {
+                let v = serde_json::json!({"event": "error", "exit_code": err.exit().code(), "kind": err.exit().name(),
+                    "message": err.to_string(), "hint": hint});
+                println!("{v}");
+            }
+            eprintln!("error: {err}");
+            if let Some(h) = hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(err.exit().code())
+        }
+    }
+}
+
+fn apply_options(cli: &Cli, a: &ApplyArgs) -> ApplyOptions {
+    ApplyOptions {
+        bundle: a.bundle.bundle.clone(),
+        keys: a.bundle.key.clone(),
+        state_dir: cli.state_dir.clone(),
+        values_file: a.values.clone(),
+        allow_downgrade: a.allow_downgrade,
+    }
+}
+
+/// Resolves when the operator or the system asks the process to stop.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
+    let state = StateDir::new(cli.state_dir.clone());
+    match &cli.command {
+        Command::Verify(a) => {
+            let keys = installer::trust::trusted_keys(&state.keys_dir(), &a.key)?;
+            let signed = installer::verify::open(&a.bundle, &keys)?;
+            let verified = installer::verify::verify(signed)?;
+            let m = &verified.manifest;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "verified", "product": m.product, "version": m.version,
+                        "release": m.release, "key_id": verified.signer.key_id.to_string(), "entries": m.entries.len() + 2})
+                );
+            } else {
+                eprintln!(
+                    "ok: {} is {} {} (release {}), signed by trusted key {}, all {} entries match",
+                    a.bundle.display(),
+                    m.product,
+                    m.version,
+                    m.release,
+                    verified.signer.key_id,
+                    m.entries.len() + 2
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan(a) => {
+            let engine = DockerEngine::connect()?;
+            let plan = installer::apply::plan_only(&apply_options(&cli, a), &engine).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+            } else {
+                print!("{}", installer::apply::render_plan(&plan));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apply(a) => {
+            let engine = DockerEngine::connect()?;
+            let reporter = Terminal::new(cli.json);
+            let opts = apply_options(&cli, a);
+            let outcome = tokio::select! {
+                r = installer::apply::apply(&opts, &engine, &reporter) => r?,
+                signal = interrupted() => return Err(InstallError::Interrupted(signal)),
+            };
+            if cli.json {
+                let mut v = serde_json::to_value(&outcome).unwrap_or_default();
+                v["event"] = "outcome".into();
+                println!("{v}");
+            } else {
+                eprintln!(
+                    "sent {} to Docker ({} already present); changed: {}; kept: {}; migrations run: {}",
+                    human_bytes(outcome.bytes_sent),
+                    human_bytes(outcome.bytes_skipped),
+                    list(&outcome.changed),
+                    list(&outcome.kept),
+                    list(&outcome.migrations_run)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            let engine = DockerEngine::connect()?;
+            let report = installer::status::status(&state, &engine).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                print!("{}", render_status(&report));
+            }
+            if report.healthy {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(manifests::Exit::Unhealthy.code()))
+            }
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "installer", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out } => {
+            std::fs::create_dir_all(out)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), out))
+                .map_err(InstallError::state(out))?;
+            eprintln!("man pages written to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() { "none".into() } else { v.join(", ") }
+}
+
+fn render_status(r: &installer::status::StatusReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "{} {} (release {}), applied {}, Docker {}", r.product, r.version, r.release, r.applied_at, r.docker_version);
+    if !r.last_apply_finished {
+        let _ = writeln!(s, "WARNING: the last apply did not finish; run `installer apply` with the same bundle to resume");
+    }
+    let _ = writeln!(s, "{:<12} {:<10} {:<10} {:<10} {}", "SERVICE", "STATE", "HEALTH", "UPTIME", "IMAGE");
+    for svc in &r.services {
+        let health = match svc.health {
+            Some(h) => serde_json::to_value(h).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            None => "-".into(),
+        };
+        let state = match (svc.one_shot, svc.exit_code) {
+            (true, Some(code)) => format!("{} ({code})", svc.state),
+            _ => svc.state.clone(),
+        };
+        let uptime = svc.uptime_secs.map_or_else(|| "-".to_string(), |u| format!("{}m{}s", u / 60, u % 60));
+        let mark = if svc.ok { "" } else { "  <-- not ok" };
+        let _ = writeln!(s, "{:<12} {:<10} {:<10} {:<10} {}{mark}", svc.service, state, health, uptime, svc.image);
+    }
+    let _ = writeln!(s, "{}", if r.healthy { "all services ok" } else { "NOT HEALTHY" });
+    s
+}

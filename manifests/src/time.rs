@@ -34,3 +34,34 @@ mod tests {
         assert_eq!(super::rfc3339(1_795_381_446), "2026-11-22T21:04:06Z");
     }
 }
+
+/// Parse the `YYYY-MM-DDTHH:MM:SS` start of an RFC 3339 UTC time (Docker's `StartedAt`).
+#[must_use]
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+#[cfg(test)]
+mod parse_tests {
+    #[test]
+    fn round_trips() {
+        let t = 1_795_381_446;
+        assert_eq!(super::parse_rfc3339(&super::rfc3339(t)), Some(t));
+        assert_eq!(super::parse_rfc3339("2026-11-22T21:04:06.123456789Z"), Some(t));
+    }
+}

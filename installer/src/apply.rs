@@ -1,0 +1,629 @@
+//! `installer apply`: a signed bundle to a running, healthy stack, journaled so that an
+//! interrupted apply (Ctrl-C, kill -9, SSH drop, power loss) resumes and converges.
+//!
+//! 1. lock the state dir; check the signature (nothing else is read before);
+//! 2. policy (same product, no older release, not expired), operator values;
+//! 3. look at the host (Docker reachable, images, layers, containers, completed migrations);
+//! 4. plan (pure), preflight (host ports) — nothing has changed on the host up to here;
+//! 5. one pass over the bundle: verify every entry, stream what Docker lacks, write config files;
+//! 6. networks and volumes; services wave by wave (a wave's services in parallel), each gated:
+//!    healthy / running / completed; migrations run once per release, recorded when they exit 0;
+//! 7. record the release; remove the containers the new release replaced.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use manifests::{Digest, Manifest};
+use tokio::sync::mpsc;
+
+use crate::engine::{ContainerState, Engine, Health};
+use crate::error::InstallError;
+use crate::load::{FilesTarget, ImageAction};
+use crate::plan::{self, Action, Gate, HostState, Kind, Plan, ServicePlan, labels};
+use crate::report::{Event, Reporter};
+use crate::state::{Installed, InstalledService, Journal, JournalStep, MigrationRecord, StateDir, StepStatus};
+use crate::verify::{self, SignedBundle, VerifiedBundle};
+use crate::{preflight, trust, values};
+
+/// What to apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// The bundle file.
+    pub bundle: PathBuf,
+    /// Extra trusted keys (remembered once a bundle they signed is applied).
+    pub keys: Vec<PathBuf>,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Operator values file.
+    pub values_file: Option<PathBuf>,
+    /// Allow a lower release counter than the installed one.
+    pub allow_downgrade: bool,
+}
+
+/// The result of an apply.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    /// Release installed.
+    pub release: u64,
+    /// Blob bytes sent to Docker.
+    pub bytes_sent: u64,
+    /// Blob bytes the host already had.
+    pub bytes_skipped: u64,
+    /// Services created or recreated.
+    pub changed: Vec<String>,
+    /// Services left running.
+    pub kept: Vec<String>,
+    /// Migrations run.
+    pub migrations_run: Vec<String>,
+}
+
+struct Ctx<'a, E> {
+    engine: &'a E,
+    reporter: &'a dyn Reporter,
+    state: &'a StateDir,
+    manifest: &'a Manifest,
+    journal: Mutex<Journal>,
+    health_timeout: Duration,
+}
+
+impl<E: Engine> Ctx<'_, E> {
+    fn record(&self, name: &str, status: StepStatus) -> Result<(), InstallError> {
+        let mut j = self.journal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        j.steps.push(JournalStep { name: name.to_string(), status, at: manifests::time::now() });
+        self.state.save_journal(&j)
+    }
+    fn service(&self, service: &str, status: &str, detail: Option<String>) {
+        self.reporter.event(&Event::Service { service: service.into(), status: status.into(), detail });
+    }
+}
+
+/// Load the current host state the plan needs.
+///
+/// # Errors
+/// Docker unreachable, unreadable state.
+pub async fn host_state<E: Engine>(engine: &E, manifest: &Manifest, state: &StateDir) -> Result<HostState, InstallError> {
+    let containers =
+        engine.project_containers(&manifest.project).await?.into_iter().map(|c| (c.name.clone(), c)).collect();
+    Ok(HostState {
+        image_ids: engine.image_ids().await?,
+        chain_ids: engine.chain_ids().await?,
+        containers,
+        migrations: state.migrations()?,
+        image_healthchecks: BTreeMap::new(),
+    })
+}
+
+/// Digests of the bundled stack files, by path relative to the compose file.
+#[must_use]
+pub fn file_digests(manifest: &Manifest) -> BTreeMap<String, Digest> {
+    manifest
+        .entries
+        .iter()
+        .filter_map(|e| {
+            e.path.strip_prefix(manifests::layout::STACK_FILES_DIR).map(|r| (r.trim_start_matches('/').to_string(), e.sha256))
+        })
+        .collect()
+}
+
+/// Refuse bundles that policy forbids.
+///
+/// # Errors
+/// [`InstallError::Policy`].
+pub fn check_policy(manifest: &Manifest, installed: Option<&Installed>, allow_downgrade: bool) -> Result<(), InstallError> {
+    if let Some(inst) = installed {
+        if inst.product != manifest.product {
+            return Err(InstallError::Policy(format!(
+                "this host runs product `{}`, but the bundle is for `{}`",
+                inst.product, manifest.product
+            )));
+        }
+        if manifest.release < inst.release && !allow_downgrade {
+            return Err(InstallError::Policy(format!(
+                "the bundle is release {} ({}), older than the installed release {} ({}); pass --allow-downgrade to install it anyway",
+                manifest.release, manifest.version, inst.release, inst.version
+            )));
+        }
+    }
+    if let Some(expires) = manifest.expires {
+        let now = manifests::time::now();
+        if now > expires {
+            return Err(InstallError::Policy(format!(
+                "the bundle expired at {}; this host's clock says {} (if the clock is wrong, fix it first)",
+                manifests::time::rfc3339(expires),
+                manifests::time::rfc3339(now)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Apply a bundle.
+///
+/// # Errors
+/// See [`InstallError`]; each leaves the journal saying how far the apply got.
+pub async fn apply<E: Engine>(opts: &ApplyOptions, engine: &E, reporter: &dyn Reporter) -> Result<Outcome, InstallError> {
+    let started = Instant::now();
+    let state = StateDir::new(opts.state_dir.clone());
+    let _lock = state.lock()?;
+    let keys = trust::trusted_keys(&state.keys_dir(), &opts.keys)?;
+    let signed = verify::open(&opts.bundle, &keys)?;
+    let manifest = signed.manifest().clone();
+    reporter.event(&Event::Verified {
+        product: manifest.product.clone(),
+        version: manifest.version.clone(),
+        release: manifest.release,
+        key_id: signed.signer.key_id.to_string(),
+    });
+    let installed = state.installed()?;
+    check_policy(&manifest, installed.as_ref(), opts.allow_downgrade)?;
+    let saved = state.values()?;
+    let values = values::resolve(&manifest, opts.values_file.as_deref(), &saved, &|k| std::env::var(k).ok())?;
+
+    engine.info().await?;
+    let host = host_state(engine, &manifest, &state).await?;
+    let files_dir = state.files_dir(manifest.release);
+    let digests = file_digests(&manifest);
+    let the_plan = plan::plan(&manifest, &host, &values, &files_dir, &digests, true).map_err(InstallError::Preflight)?;
+    preflight::check_ports(&the_plan, &host)?;
+
+    // Nothing on the host has changed so far. From here on, every step is journaled.
+    let mut journal = state.journal()?;
+    if journal.manifest_sha256 == Some(signed.manifest_sha256) && !journal.finished {
+        reporter.event(&Event::Resuming { steps_done: journal.steps.iter().filter(|s| s.status == StepStatus::Done).count() });
+    } else {
+        journal = Journal {
+            manifest_sha256: Some(signed.manifest_sha256),
+            release: manifest.release,
+            started_at: manifests::time::now(),
+            finished: false,
+            steps: Vec::new(),
+        };
+    }
+    state.save_journal(&journal)?;
+    let ctx = Ctx {
+        engine,
+        reporter,
+        state: &state,
+        manifest: &manifest,
+        journal: Mutex::new(journal),
+        health_timeout: Duration::from_millis(manifest.health.timeout_ms),
+    };
+
+    ctx.record("load-images", StepStatus::Started)?;
+    let signer = signed.signer.clone();
+    let (verified, bytes_sent, fallback) = load_images(&ctx, signed, &the_plan, &opts.bundle, &keys).await?;
+    ctx.record("load-images", StepStatus::Done)?;
+    reporter.event(&Event::LoadDone { bytes_sent, bytes_skipped: the_plan.load.bytes_skipped, fallback });
+    for k in &opts.keys {
+        if let Ok(key) = trust::read_key(k)
+            && key.key_id == signer.key_id
+            && trust::remember(&state.keys_dir(), &key)?
+        {
+            reporter.event(&Event::KeyTrusted { fingerprint: key.fingerprint() });
+        }
+    }
+    state.save_values(&values)?;
+
+    ctx.record("resources", StepStatus::Started)?;
+    for n in &manifest.networks {
+        let labels = BTreeMap::from([(labels::PROJECT.to_string(), manifest.project.clone()), (labels::NETWORK.to_string(), n.clone())]);
+        engine.ensure_network(&plan::scoped(&manifest.project, n), &labels).await?;
+    }
+    for v in &manifest.volumes {
+        let labels = BTreeMap::from([(labels::PROJECT.to_string(), manifest.project.clone()), (labels::VOLUME.to_string(), v.clone())]);
+        engine.ensure_volume(&plan::scoped(&manifest.project, v), &labels).await?;
+    }
+    ctx.record("resources", StepStatus::Done)?;
+
+    let mut outcome = Outcome {
+        release: manifest.release,
+        bytes_sent,
+        bytes_skipped: the_plan.load.bytes_skipped,
+        changed: vec![],
+        kept: vec![],
+        migrations_run: vec![],
+    };
+    for wave in &the_plan.waves {
+        let results = futures_util::future::join_all(wave.iter().map(|sp| run_service(&ctx, sp, &host))).await;
+        for (sp, r) in wave.iter().zip(results) {
+            r?;
+            match (&sp.action, sp.kind) {
+                (Action::Run, Kind::Migration | Kind::Backup) => outcome.migrations_run.push(sp.name.clone()),
+                (Action::Create | Action::Recreate { .. } | Action::Run, _) => outcome.changed.push(sp.name.clone()),
+                (Action::Keep, _) => outcome.kept.push(sp.name.clone()),
+                (Action::Skip { .. }, _) => {}
+            }
+        }
+    }
+
+    // The new release is up: the containers it replaced can go.
+    for wave in &the_plan.waves {
+        for sp in wave {
+            if let Some(prev) = engine.container(&previous_name(&sp.container)).await? {
+                engine.remove(&prev.id).await?;
+            }
+        }
+    }
+    let installed = Installed {
+        product: manifest.product.clone(),
+        project: manifest.project.clone(),
+        release: manifest.release,
+        version: manifest.version.clone(),
+        manifest_sha256: verified.manifest_sha256,
+        applied_at: manifests::time::now(),
+        services: the_plan
+            .waves
+            .iter()
+            .flatten()
+            .map(|sp| {
+                (
+                    sp.name.clone(),
+                    InstalledService {
+                        container: sp.container.clone(),
+                        config_hash: sp.config_hash.clone(),
+                        image: manifest.services[&sp.name].image.clone(),
+                        one_shot: sp.gate == Gate::Completed,
+                    },
+                )
+            })
+            .collect(),
+    };
+    state.set_installed(&installed)?;
+    {
+        let mut j = ctx.journal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        j.finished = true;
+        state.save_journal(&j)?;
+    }
+    reporter.event(&Event::Applied {
+        product: manifest.product.clone(),
+        version: manifest.version.clone(),
+        release: manifest.release,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(outcome)
+}
+
+/// Name under which a replaced container waits until the new release is healthy.
+#[must_use]
+pub fn previous_name(container: &str) -> String {
+    format!("{container}-previous")
+}
+
+/// The pass over the bundle, with Docker on the other end of the stream when images are needed.
+/// If Docker refuses an archive without the layers it has, the pass runs again with every layer.
+async fn load_images<E: Engine>(
+    ctx: &Ctx<'_, E>,
+    signed: SignedBundle,
+    the_plan: &Plan,
+    path: &std::path::Path,
+    keys: &manifests::TrustedKeys,
+) -> Result<(VerifiedBundle, u64, bool), InstallError> {
+    let load = &the_plan.load;
+    ctx.reporter.event(&Event::LoadStart {
+        bytes_to_send: load.bytes_to_send,
+        bytes_skipped: load.bytes_skipped,
+        images_to_load: load.images.iter().filter(|i| i.action == ImageAction::Load).count(),
+        images_present: load.images.iter().filter(|i| i.action == ImageAction::Present).count(),
+    });
+    match run_pass(ctx, signed, load).await {
+        Err(InstallError::Load { message }) if message.contains("no such file") => {
+            ctx.reporter.event(&Event::Info {
+                message: format!("Docker needs every layer ({message}); sending all layers of the new images"),
+            });
+            let host_ids = ctx.engine.image_ids().await?;
+            let full = crate::load::plan_load(ctx.manifest, &host_ids, &Default::default(), false);
+            let signed = verify::open(path, keys)?;
+            let (v, _) = run_pass(ctx, signed, &full).await?;
+            tag_present(ctx, &the_plan.load).await?;
+            Ok((v, full.bytes_to_send, true))
+        }
+        Err(e) => Err(e),
+        Ok((v, _)) => {
+            tag_present(ctx, load).await?;
+            Ok((v, load.bytes_to_send, false))
+        }
+    }
+}
+
+async fn tag_present<E: Engine>(ctx: &Ctx<'_, E>, load: &crate::load::LoadPlan) -> Result<(), InstallError> {
+    for img in &load.images {
+        if !img.reference.contains('@') {
+            ctx.engine.tag(&img.image_id, &img.reference).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn run_pass<E: Engine>(
+    ctx: &Ctx<'_, E>,
+    signed: SignedBundle,
+    load: &crate::load::LoadPlan,
+) -> Result<(VerifiedBundle, u64), InstallError> {
+    let SignedBundle { path, reader, signer, manifest_sha256 } = signed;
+    let manifest = reader.manifest().clone();
+    let needs_docker = !load.docker_manifest.is_empty();
+    let (tx, rx) = mpsc::channel(8);
+    let files = FilesTarget { release_dir: ctx.state.release_dir(manifest.release) };
+    if let Some(parent) = files.release_dir.parent() {
+        std::fs::create_dir_all(parent).map_err(InstallError::state(parent))?;
+    }
+    let load_owned = load.clone();
+    let reporter_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = reporter_bytes.clone();
+    let blocking = tokio::task::spawn_blocking(move || {
+        let progress = move |n: u64| {
+            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        };
+        crate::load::pass(reader, &load_owned, needs_docker.then_some(tx), Some(&files), &progress)
+    });
+    let docker_side = async {
+        if needs_docker { ctx.engine.load(rx).await.map(Some) } else { Ok(None) }
+    };
+    let ticker = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let n = reporter_bytes.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if n > 0 {
+                ctx.reporter.event(&Event::LoadProgress { bytes: n });
+            }
+        }
+    };
+    let (pass_result, docker_result) = tokio::select! {
+        r = async { tokio::join!(blocking, docker_side) } => r,
+        () = ticker => unreachable!("the ticker never ends"),
+    };
+    let n = reporter_bytes.swap(0, std::sync::atomic::Ordering::Relaxed);
+    if n > 0 {
+        ctx.reporter.event(&Event::LoadProgress { bytes: n });
+    }
+    let pass_result = pass_result.map_err(|e| InstallError::Load { message: format!("the bundle reader stopped: {e}") })?;
+    // A bundle problem is the real cause even if Docker also complained about the aborted upload.
+    let report = match pass_result {
+        Err(manifests::BundleError::Sink { .. }) if docker_result.is_err() => {
+            return Err(docker_result.err().unwrap_or(InstallError::Load { message: "upload aborted".into() }));
+        }
+        Err(source) => return Err(InstallError::Bundle { path, source }),
+        Ok(r) => r,
+    };
+    if let Some(lines) = docker_result? {
+        for l in lines {
+            ctx.reporter.event(&Event::Info { message: l });
+        }
+    }
+    Ok((VerifiedBundle::after_pass(manifest, manifest_sha256, signer), report.bytes_streamed))
+}
+
+async fn run_service<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan, host: &HostState) -> Result<(), InstallError> {
+    match &sp.action {
+        Action::Skip { reason } => {
+            ctx.service(&sp.name, "skip", Some(reason.clone()));
+            Ok(())
+        }
+        Action::Keep => {
+            ctx.service(&sp.name, "keep", Some("unchanged".into()));
+            let id = host.containers.get(&sp.container).map(|c| c.id.clone()).unwrap_or_default();
+            wait_gate(ctx, sp, &id).await
+        }
+        Action::Create | Action::Recreate { .. } => {
+            let step = format!("service:{}", sp.name);
+            ctx.record(&step, StepStatus::Started)?;
+            ctx.service(&sp.name, if sp.action == Action::Create { "create" } else { "recreate" }, match &sp.action {
+                Action::Recreate { reason } => Some(reason.clone()),
+                _ => None,
+            });
+            if let Some(old) = ctx.engine.container(&sp.container).await? {
+                set_aside(ctx, &old, &sp.container).await?;
+            }
+            let id = create_and_start(ctx, sp).await?;
+            wait_gate(ctx, sp, &id).await.inspect_err(|_| {
+                let _ = ctx.record(&step, StepStatus::Failed);
+            })?;
+            ctx.record(&step, StepStatus::Done)
+        }
+        Action::Run => run_job(ctx, sp).await,
+    }
+}
+
+/// Stop the current container and keep it under another name until the new release is healthy.
+async fn set_aside<E: Engine>(ctx: &Ctx<'_, E>, old: &ContainerState, name: &str) -> Result<(), InstallError> {
+    let previous = previous_name(name);
+    if let Some(older) = ctx.engine.container(&previous).await? {
+        ctx.engine.remove(&older.id).await?;
+    }
+    ctx.engine.stop(&old.id, 10).await?;
+    ctx.engine.rename(&old.id, &previous).await
+}
+
+async fn create_and_start<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan) -> Result<String, InstallError> {
+    let id = ctx.engine.create(&sp.spec).await?;
+    if let Err(e) = ctx.engine.start(&id).await {
+        let _ = ctx.engine.remove(&id).await;
+        if let InstallError::Docker { message, .. } = &e
+            && (message.contains("address already in use") || message.contains("port is already allocated"))
+        {
+            let port = sp
+                .spec
+                .ports
+                .iter()
+                .find(|p| message.contains(&format!(":{}", p.host_port)))
+                .or_else(|| sp.spec.ports.first());
+            if let Some(p) = port {
+                return Err(InstallError::PortInUse { service: sp.name.clone(), ip: p.host_ip.clone(), port: p.host_port });
+            }
+        }
+        return Err(e);
+    }
+    ctx.service(&sp.name, "started", None);
+    Ok(id)
+}
+
+async fn run_job<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan) -> Result<(), InstallError> {
+    let release = ctx.manifest.release;
+    let step = format!("job:{}:r{release}", sp.name);
+    let kind = match sp.kind {
+        Kind::Migration => "migration",
+        Kind::Backup => "backup",
+        _ => "job",
+    };
+    // A container of this job for this release with the same config is the one an interrupted
+    // apply started: adopt its result instead of running the job a second time.
+    let mut adopted = None;
+    if let Some(existing) = ctx.engine.container(&sp.container).await? {
+        let ours = existing.labels.get(labels::RELEASE) == Some(&release.to_string())
+            && existing.labels.get(labels::CONFIG_HASH) == Some(&sp.config_hash);
+        if ours && (existing.running || existing.exit_code == Some(0)) {
+            ctx.service(&sp.name, "resume", Some(format!("adopting the {kind} started by the interrupted apply")));
+            adopted = Some(existing.id.clone());
+        } else {
+            ctx.engine.remove(&existing.id).await?;
+        }
+    }
+    ctx.record(&step, StepStatus::Started)?;
+    let id = match adopted {
+        Some(id) => id,
+        None => {
+            ctx.service(&sp.name, "run", Some(kind.to_string()));
+            create_and_start(ctx, sp).await?
+        }
+    };
+    let code = ctx.engine.wait_exit(&id).await?;
+    if code != 0 {
+        ctx.record(&step, StepStatus::Failed)?;
+        let logs = ctx.engine.logs(&id, 20).await.unwrap_or_default();
+        return Err(InstallError::JobFailed { kind, service: sp.name.clone(), code, logs: indent(&logs) });
+    }
+    if matches!(sp.kind, Kind::Migration | Kind::Backup) {
+        let mut m = ctx.state.migrations()?;
+        m.done.insert(
+            crate::state::Migrations::key(release, &sp.name),
+            MigrationRecord { release, service: sp.name.clone(), container: sp.container.clone(), finished_at: manifests::time::now() },
+        );
+        ctx.state.save_migrations(&m)?;
+    }
+    ctx.record(&step, StepStatus::Done)?;
+    ctx.service(&sp.name, "completed", None);
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    if text.is_empty() {
+        return "  (no output)".into();
+    }
+    text.lines().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Wait until a service passes its gate, or fail with the evidence.
+async fn wait_gate<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan, id: &str) -> Result<(), InstallError> {
+    let deadline = Instant::now() + ctx.health_timeout;
+    let timeout_secs = ctx.health_timeout.as_secs();
+    let mut announced = false;
+    loop {
+        let Some(c) = ctx.engine.container(id).await? else {
+            return Err(InstallError::Unhealthy {
+                service: sp.name.clone(),
+                reason: "container disappeared".into(),
+                timeout_secs,
+                last_output: String::new(),
+            });
+        };
+        if !c.running {
+            let logs = ctx.engine.logs(id, 20).await.unwrap_or_default();
+            return Err(InstallError::Unhealthy {
+                service: sp.name.clone(),
+                reason: format!("exited with code {}", c.exit_code.unwrap_or(-1)),
+                timeout_secs,
+                last_output: format!("\n{}", indent(&logs)),
+            });
+        }
+        match (sp.gate, c.health) {
+            (_, Health::Healthy) | (Gate::Running | Gate::Completed, Health::None) => {
+                ctx.service(&sp.name, if c.health == Health::Healthy { "healthy" } else { "running" }, None);
+                return Ok(());
+            }
+            (Gate::Healthy, Health::None) => {
+                ctx.service(&sp.name, "running", Some("no healthcheck: running counts as up".into()));
+                return Ok(());
+            }
+            (_, Health::Unhealthy) => {
+                return Err(InstallError::Unhealthy {
+                    service: sp.name.clone(),
+                    reason: "became unhealthy".into(),
+                    timeout_secs,
+                    last_output: c.health_output.unwrap_or_default(),
+                });
+            }
+            (_, Health::Starting) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(InstallError::Unhealthy {
+                service: sp.name.clone(),
+                reason: format!("did not become healthy within {timeout_secs}s"),
+                timeout_secs,
+                last_output: c.health_output.unwrap_or_else(|| "(no health check has finished yet)".into()),
+            });
+        }
+        if !announced {
+            ctx.service(&sp.name, "waiting", Some("for its healthcheck".into()));
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `installer plan`: everything `apply` decides, without changing anything (no lock, no journal,
+/// no Docker writes).
+///
+/// # Errors
+/// Signature, policy, values, Docker unreachable.
+pub async fn plan_only<E: Engine>(opts: &ApplyOptions, engine: &E) -> Result<Plan, InstallError> {
+    let state = StateDir::new(opts.state_dir.clone());
+    let keys = trust::trusted_keys(&state.keys_dir(), &opts.keys)?;
+    let signed = verify::open(&opts.bundle, &keys)?;
+    let manifest = signed.manifest().clone();
+    check_policy(&manifest, state.installed()?.as_ref(), opts.allow_downgrade)?;
+    let values = values::resolve(&manifest, opts.values_file.as_deref(), &state.values()?, &|k| std::env::var(k).ok())?;
+    engine.info().await?;
+    let host = host_state(engine, &manifest, &state).await?;
+    let the_plan = plan::plan(&manifest, &host, &values, &state.files_dir(manifest.release), &file_digests(&manifest), true)
+        .map_err(InstallError::Preflight)?;
+    preflight::check_ports(&the_plan, &host)?;
+    Ok(the_plan)
+}
+
+/// Human rendering of a plan.
+#[must_use]
+pub fn render_plan(p: &Plan) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "plan for {} {} (release {})", p.product, p.version, p.release);
+    let _ = writeln!(s, "images: send {} bytes, skip {} bytes already on this host", p.load.bytes_to_send, p.load.bytes_skipped);
+    for i in &p.load.images {
+        let _ = writeln!(
+            s,
+            "  {:<8} {} ({} layers to send, {} present)",
+            match i.action {
+                ImageAction::Present => "present",
+                ImageAction::Load => "load",
+            },
+            i.reference,
+            i.layers_sent,
+            i.layers_skipped
+        );
+    }
+    for (n, wave) in p.waves.iter().enumerate() {
+        let _ = writeln!(s, "wave {}:", n + 1);
+        for sp in wave {
+            let action = match &sp.action {
+                Action::Create => "create".to_string(),
+                Action::Recreate { reason } => format!("recreate ({reason})"),
+                Action::Keep => "keep (unchanged)".to_string(),
+                Action::Run => "run".to_string(),
+                Action::Skip { reason } => format!("skip ({reason})"),
+            };
+            let _ = writeln!(s, "  {:<12} {:<10} {action}", sp.name, format!("{:?}", sp.kind).to_lowercase());
+        }
+    }
+    s
+}

@@ -1,0 +1,82 @@
+//! Command-line arguments (clap only).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueHint};
+
+/// Install and run signed offline bundles on this host's Docker Engine.
+#[derive(Debug, Parser)]
+#[command(name = "installer", version, about)]
+pub struct Cli {
+    /// Print one JSON event per line on stdout instead of human text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// State directory (installed release, journal, trusted keys, values).
+    #[arg(long, global = true, env = "INSTALLER_STATE_DIR", default_value = "/var/lib/installer", value_hint = ValueHint::DirPath)]
+    pub state_dir: PathBuf,
+    /// More log output (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a bundle's signature and every entry, without changing anything.
+    Verify(BundleArgs),
+    /// Show what `apply` would do, without changing anything.
+    Plan(ApplyArgs),
+    /// Install or upgrade: verify, load images, run migrations once, start services gated on health.
+    Apply(ApplyArgs),
+    /// Show the installed release and the state of every service.
+    Status,
+    /// Print shell completions.
+    Completions {
+        /// Shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages into a directory.
+    Man {
+        /// Output directory.
+        #[arg(long, default_value = "man", value_hint = ValueHint::DirPath)]
+        out: PathBuf,
+    },
+}
+
+/// A bundle and the keys to trust.
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// The bundle file.
+    #[arg(value_hint = ValueHint::FilePath)]
+    pub bundle: PathBuf,
+    /// Trust this public key (in addition to <state-dir>/keys). Repeatable.
+    #[arg(long, value_hint = ValueHint::FilePath)]
+    pub key: Vec<PathBuf>,
+}
+
+/// `apply` and `plan`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The bundle and keys.
+    #[command(flatten)]
+    pub bundle: BundleArgs,
+    /// Operator values (NAME=value lines) for the bundle's variables and secrets.
+    #[arg(long, value_hint = ValueHint::FilePath)]
+    pub values: Option<PathBuf>,
+    /// Install a release older than the installed one.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

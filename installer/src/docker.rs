@@ -1,0 +1,392 @@
+//! [`Engine`] on the Docker Engine API through bollard: the only module that imports bollard.
+//!
+//! `Docker::connect_with_local_defaults()` honours DOCKER_HOST and never pins an API version
+//! (bollard 0.21 sends unversioned paths; the daemon answers at its own version), so the same
+//! binary talks to Docker 20.10 and to current releases.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptions,
+    StopContainerOptionsBuilder, TagImageOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use manifests::Digest;
+use tokio::sync::mpsc;
+
+use crate::engine::{ContainerSpec, ContainerState, Engine, EngineInfo, Health};
+use crate::error::InstallError;
+
+/// The local Docker Engine.
+pub struct DockerEngine {
+    docker: Docker,
+}
+
+impl DockerEngine {
+    /// Connect (lazily: the first call reports an unreachable daemon).
+    ///
+    /// # Errors
+    /// If DOCKER_HOST cannot be parsed.
+    pub fn connect() -> Result<Self, InstallError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| InstallError::DockerUnreachable { during: String::new(), message: e.to_string() })?
+            // docker load spools the whole upload before its first answer; the default 120 s
+            // would cut large loads.
+            .with_timeout(Duration::from_secs(3600));
+        Ok(Self { docker })
+    }
+}
+
+fn classify(action: &str) -> impl Fn(BollardError) -> InstallError + '_ {
+    move |e| match e {
+        BollardError::DockerResponseServerError { message, .. } => {
+            InstallError::Docker { action: action.to_string(), message }
+        }
+        BollardError::DockerStreamError { error } => InstallError::Load { message: error },
+        other => InstallError::DockerUnreachable { during: format!(" while trying to {action}"), message: chain(&other) },
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code: 404, .. })
+}
+
+fn nanos(ms: Option<u64>) -> Option<i64> {
+    ms.map(|m| i64::try_from(m).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000))
+}
+
+fn restart_policy(r: Option<&str>) -> Option<RestartPolicy> {
+    let r = r?;
+    let (name, count) = match r.split_once(':') {
+        Some(("on-failure", n)) => (RestartPolicyNameEnum::ON_FAILURE, n.parse().ok()),
+        _ => (
+            match r {
+                "always" => RestartPolicyNameEnum::ALWAYS,
+                "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+                "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+                _ => RestartPolicyNameEnum::NO,
+            },
+            None,
+        ),
+    };
+    Some(RestartPolicy { name: Some(name), maximum_retry_count: count })
+}
+
+impl Engine for DockerEngine {
+    async fn info(&self) -> Result<EngineInfo, InstallError> {
+        let version = self.docker.version().await.map_err(classify("read its version"))?;
+        let info = self.docker.info().await.map_err(classify("describe itself"))?;
+        Ok(EngineInfo {
+            server_version: version.version.unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+            root_dir: info.docker_root_dir.unwrap_or_default(),
+            storage_driver: info.driver.unwrap_or_default(),
+            architecture: info.architecture.unwrap_or_default(),
+            mem_total: info.mem_total.unwrap_or_default(),
+        })
+    }
+
+    async fn image_ids(&self) -> Result<BTreeSet<Digest>, InstallError> {
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptionsBuilder::default().all(true).build()))
+            .await
+            .map_err(classify("list images"))?;
+        Ok(images.into_iter().filter_map(|i| i.id.parse().ok()).collect())
+    }
+
+    async fn chain_ids(&self) -> Result<BTreeSet<Digest>, InstallError> {
+        let mut out = BTreeSet::new();
+        for id in self.image_ids().await? {
+            let image = match self.docker.inspect_image(&id.to_string()).await {
+                Ok(i) => i,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(classify("inspect an image")(e)),
+            };
+            let diff_ids: Vec<Digest> = image
+                .root_fs
+                .and_then(|r| r.layers)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|d| d.parse().ok())
+                .collect();
+            out.extend(crate::load::chain_ids(&diff_ids));
+        }
+        Ok(out)
+    }
+
+    async fn load(&self, body: mpsc::Receiver<std::io::Result<Bytes>>) -> Result<Vec<String>, InstallError> {
+        let stream = futures_util::stream::unfold(body, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let mut responses =
+            self.docker.import_image_stream(ImportImageOptionsBuilder::default().quiet(false).build(), stream, None);
+        let mut loaded = Vec::new();
+        while let Some(item) = responses.next().await {
+            let info = item.map_err(|e| match e {
+                BollardError::DockerStreamError { error } => InstallError::Load { message: error },
+                BollardError::DockerResponseServerError { message, .. } => InstallError::Load { message },
+                other => InstallError::DockerUnreachable { during: " while loading images".into(), message: chain(&other) },
+            })?;
+            if let Some(line) = info.stream {
+                let line = line.trim();
+                if !line.is_empty() {
+                    loaded.push(line.to_string());
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn tag(&self, image_id: &Digest, reference: &str) -> Result<(), InstallError> {
+        // Split at the last ':' after the last '/' (registry ports contain ':').
+        let slash = reference.rfind('/').map_or(0, |i| i + 1);
+        let (repo, tag) = match reference[slash..].rfind(':') {
+            Some(i) => (&reference[..slash + i], &reference[slash + i + 1..]),
+            None => (reference, "latest"),
+        };
+        self.docker
+            .tag_image(&image_id.to_string(), Some(TagImageOptionsBuilder::default().repo(repo).tag(tag).build()))
+            .await
+            .map_err(classify(&format!("tag image {} as {reference}", image_id.short())))
+    }
+
+    async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
+        match self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(classify(&format!("inspect network {name}"))(e)),
+        }
+        self.docker
+            .create_network(NetworkCreateRequest {
+                name: name.to_string(),
+                driver: Some("bridge".into()),
+                labels: Some(labels.clone().into_iter().collect()),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(classify(&format!("create network {name}")))
+    }
+
+    async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(classify(&format!("inspect volume {name}"))(e)),
+        }
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.to_string()),
+                labels: Some(labels.clone().into_iter().collect()),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(classify(&format!("create volume {name}")))
+    }
+
+    async fn container(&self, name: &str) -> Result<Option<ContainerState>, InstallError> {
+        let c = match self.docker.inspect_container(name, None::<InspectContainerOptions>).await {
+            Ok(c) => c,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(classify(&format!("inspect container {name}"))(e)),
+        };
+        let state = c.state.unwrap_or_default();
+        let health = state.health.clone().unwrap_or_default();
+        let health_output = health
+            .log
+            .as_ref()
+            .and_then(|l| l.last())
+            .and_then(|r| r.output.clone())
+            .map(|o| o.trim().to_string());
+        Ok(Some(ContainerState {
+            id: c.id.unwrap_or_default(),
+            name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+            labels: c.config.and_then(|c| c.labels).unwrap_or_default().into_iter().collect(),
+            running: state.running.unwrap_or(false),
+            status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            exit_code: state.exit_code,
+            health: match health.status {
+                Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+                Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+                Some(HealthStatusEnum::STARTING) => Health::Starting,
+                _ => Health::None,
+            },
+            health_output,
+            image_id: c.image.unwrap_or_default(),
+            started_at: state.started_at,
+        }))
+    }
+
+    async fn project_containers(&self, project: &str) -> Result<Vec<ContainerState>, InstallError> {
+        let filters = HashMap::from([("label", vec![format!("com.docker.compose.project={project}")])]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+            .await
+            .map_err(classify("list containers"))?;
+        let mut out = Vec::new();
+        for c in list {
+            if let Some(id) = c.id
+                && let Some(state) = self.container(&id).await?
+            {
+                out.push(state);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, InstallError> {
+        let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        let mut exposed = Vec::new();
+        for p in &spec.ports {
+            let key = format!("{}/{}", p.container_port, p.protocol);
+            exposed.push(key.clone());
+            port_bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(PortBinding {
+                host_ip: Some(p.host_ip.clone()),
+                host_port: Some(p.host_port.to_string()),
+            });
+        }
+        let healthcheck = spec.healthcheck.as_ref().map(|h| HealthConfig {
+            test: if h.test.is_empty() { None } else { Some(h.test.clone()) },
+            interval: nanos(h.interval_ms),
+            timeout: nanos(h.timeout_ms),
+            retries: h.retries.map(i64::from),
+            start_period: nanos(h.start_period_ms),
+            ..Default::default()
+        });
+        let mut endpoints = HashMap::new();
+        for (net, aliases) in &spec.networks {
+            endpoints.insert(net.clone(), EndpointSettings { aliases: Some(aliases.clone()), ..Default::default() });
+        }
+        // Docker 20.10 attaches only one network at create time; the rest are connected after.
+        let first: Option<(String, EndpointSettings)> =
+            spec.networks.first().and_then(|(n, _)| endpoints.remove(n).map(|e| (n.clone(), e)));
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: spec.command.clone(),
+            entrypoint: spec.entrypoint.clone(),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            exposed_ports: if exposed.is_empty() { None } else { Some(exposed) },
+            healthcheck,
+            user: spec.user.clone(),
+            working_dir: spec.working_dir.clone(),
+            host_config: Some(HostConfig {
+                binds: Some(spec.binds.clone()),
+                port_bindings: if port_bindings.is_empty() { None } else { Some(port_bindings) },
+                restart_policy: restart_policy(spec.restart.as_deref()),
+                nano_cpus: spec.limits.as_ref().and_then(|l| l.nano_cpus),
+                memory: spec.limits.as_ref().and_then(|l| l.memory_bytes),
+                log_config: spec.logging.as_ref().map(|l| HostConfigLogConfig {
+                    typ: Some(l.driver.clone()),
+                    config: Some(l.options.clone().into_iter().collect()),
+                }),
+                network_mode: first.as_ref().map(|(n, _)| n.clone()),
+                ..Default::default()
+            }),
+            networking_config: first.map(|(n, e)| NetworkingConfig { endpoints_config: Some(HashMap::from([(n, e)])) }),
+            ..Default::default()
+        };
+        let action = format!("create container {}", spec.name);
+        let created = self
+            .docker
+            .create_container(Some(CreateContainerOptionsBuilder::default().name(&spec.name).build()), body)
+            .await
+            .map_err(classify(&action))?;
+        for (net, settings) in endpoints {
+            self.docker
+                .connect_network(
+                    &net,
+                    bollard::models::NetworkConnectRequest {
+                        container: created.id.clone(),
+                        endpoint_config: Some(settings),
+                    },
+                )
+                .await
+                .map_err(classify(&format!("connect {} to network {net}", spec.name)))?;
+        }
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), InstallError> {
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(classify(&format!("start container {id}")))
+    }
+
+    async fn stop(&self, id: &str, timeout_secs: i64) -> Result<(), InstallError> {
+        let t = i32::try_from(timeout_secs).unwrap_or(30);
+        match self.docker.stop_container(id, Some(StopContainerOptionsBuilder::default().t(t).build())).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError { status_code: 304 | 404, .. }) => Ok(()),
+            Err(e) => Err(classify(&format!("stop container {id}"))(e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), InstallError> {
+        match self.docker.remove_container(id, Some(RemoveContainerOptionsBuilder::default().force(true).v(false).build())).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(classify(&format!("remove container {id}"))(e)),
+        }
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> Result<(), InstallError> {
+        self.docker
+            .rename_container(id, RenameContainerOptions { name: new_name.to_string() })
+            .await
+            .map_err(classify(&format!("rename container {id} to {new_name}")))
+    }
+
+    async fn wait_exit(&self, id: &str) -> Result<i64, InstallError> {
+        let result = self
+            .docker
+            .wait_container(id, Some(WaitContainerOptionsBuilder::default().condition("not-running").build()))
+            .try_collect::<Vec<_>>()
+            .await;
+        match result {
+            Ok(v) => Ok(v.last().map_or(0, |r| r.status_code)),
+            // A non-zero exit arrives as an error.
+            Err(BollardError::DockerContainerWaitError { code, .. }) => Ok(code),
+            Err(e) => Err(classify(&format!("wait for container {id}"))(e)),
+        }
+    }
+
+    async fn logs(&self, id: &str, lines: usize) -> Result<String, InstallError> {
+        let mut stream = self.docker.logs(
+            id,
+            Some(LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build()),
+        );
+        let mut out = String::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => out.push_str(&String::from_utf8_lossy(&chunk.into_bytes())),
+                Err(e) if is_not_found(&e) => break,
+                Err(e) => return Err(classify(&format!("read the logs of {id}"))(e)),
+            }
+        }
+        Ok(out.trim_end().to_string())
+    }
+}

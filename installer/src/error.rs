@@ -1,0 +1,213 @@
+//! Everything `installer` can fail with: one variant per failure, each with its evidence, its
+//! exit code (docs/cli.md) and a hint that says what to do next.
+
+use std::path::PathBuf;
+
+use manifests::exit::io_exit;
+use manifests::{BundleError, Diagnose, Exit};
+
+/// An installer failure.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The bundle failed verification.
+    #[error("{path}: {source}")]
+    Bundle {
+        /// Bundle file.
+        path: PathBuf,
+        /// What is wrong.
+        source: BundleError,
+    },
+    /// No trusted key is configured.
+    #[error("no trusted public key: none given with --key and none in {keys_dir}")]
+    NoTrustedKey {
+        /// The keys directory.
+        keys_dir: PathBuf,
+    },
+    /// A key file could not be read or parsed.
+    #[error("cannot use public key {path}: {message}")]
+    Key {
+        /// Key file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Refused by policy.
+    #[error("{0}")]
+    Policy(String),
+    /// A variable has no value.
+    #[error("no value for {names}: {what}")]
+    MissingValues {
+        /// Variable names.
+        names: String,
+        /// Description.
+        what: String,
+    },
+    /// The operator's values file is wrong.
+    #[error("values file {path}: {message}")]
+    Values {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A preflight check failed.
+    #[error("preflight failed: {0}")]
+    Preflight(String),
+    /// A host port is taken.
+    #[error("service `{service}` publishes {ip}:{port}, but that port is already in use on this host")]
+    PortInUse {
+        /// Service.
+        service: String,
+        /// Address.
+        ip: String,
+        /// Port.
+        port: u16,
+    },
+    /// Docker cannot be reached.
+    #[error("cannot reach the Docker Engine{during}: {message}")]
+    DockerUnreachable {
+        /// What was being done.
+        during: String,
+        /// The transport error.
+        message: String,
+    },
+    /// Docker answered with an error.
+    #[error("Docker refused to {action}: {message}")]
+    Docker {
+        /// What was being done.
+        action: String,
+        /// Docker's message.
+        message: String,
+    },
+    /// Loading images failed.
+    #[error("loading images into Docker failed: {message}")]
+    Load {
+        /// Docker's message.
+        message: String,
+    },
+    /// A one-shot job failed.
+    #[error("{kind} `{service}` failed with exit code {code}; last output:\n{logs}")]
+    JobFailed {
+        /// Migration, backup, or job.
+        kind: &'static str,
+        /// Service.
+        service: String,
+        /// Exit code.
+        code: i64,
+        /// Last log lines.
+        logs: String,
+    },
+    /// A service did not become healthy.
+    #[error("service `{service}` {reason} (health gate {timeout_secs}s); last health output: {last_output}")]
+    Unhealthy {
+        /// Service.
+        service: String,
+        /// What happened.
+        reason: String,
+        /// The timeout.
+        timeout_secs: u64,
+        /// Last health check output or log lines.
+        last_output: String,
+    },
+    /// Another apply holds the lock.
+    #[error("another installer is running on {state_dir} (lock held)")]
+    Locked {
+        /// State dir.
+        state_dir: PathBuf,
+    },
+    /// The state directory cannot be used.
+    #[error("state directory {path}: {source}")]
+    State {
+        /// Path.
+        path: PathBuf,
+        /// Error.
+        source: std::io::Error,
+    },
+    /// Interrupted by a signal.
+    #[error("interrupted by {0}; the journal records how far the apply got")]
+    Interrupted(&'static str),
+    /// Nothing installed.
+    #[error("nothing is installed (no release recorded in {0})")]
+    NotInstalled(PathBuf),
+    /// Something is not healthy (status).
+    #[error("{0}")]
+    StatusUnhealthy(String),
+}
+
+impl InstallError {
+    /// Wrap an I/O error on a state path.
+    pub fn state(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| InstallError::State { path, source }
+    }
+}
+
+impl Diagnose for InstallError {
+    fn exit(&self) -> Exit {
+        match self {
+            InstallError::Bundle { source, .. } => source.exit(),
+            InstallError::NoTrustedKey { .. } | InstallError::Key { .. } => Exit::SignatureRejected,
+            InstallError::Policy(_) => Exit::PolicyRejected,
+            InstallError::MissingValues { .. }
+            | InstallError::Values { .. }
+            | InstallError::Preflight(_)
+            | InstallError::PortInUse { .. } => Exit::PreflightFailed,
+            InstallError::DockerUnreachable { .. } => Exit::DockerUnreachable,
+            InstallError::Docker { .. } => Exit::StartFailed,
+            InstallError::Load { .. } => Exit::LoadFailed,
+            InstallError::JobFailed { .. } => Exit::MigrationFailed,
+            InstallError::Unhealthy { .. } => Exit::HealthGateFailed,
+            InstallError::Locked { .. } | InstallError::Interrupted(_) => Exit::ApplyLocked,
+            InstallError::State { source, .. } => match io_exit(source) {
+                Exit::DiskFull => Exit::DiskFull,
+                _ => Exit::Failure,
+            },
+            InstallError::NotInstalled(_) => Exit::NotInstalled,
+            InstallError::StatusUnhealthy(_) => Exit::Unhealthy,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            InstallError::Bundle { source, .. } => return source.hint(),
+            InstallError::NoTrustedKey { keys_dir } => format!(
+                "pass the vendor's public key with --key FILE (it is then kept in {}); compare its fingerprint with the vendor's",
+                keys_dir.display()
+            ),
+            InstallError::Key { .. } => "check the path; the file must be the vendor's minisign public key".into(),
+            InstallError::Policy(_) => "check that this is the bundle you meant to install".into(),
+            InstallError::MissingValues { .. } => {
+                "pass them in a file with --values FILE (lines NAME=value) or as environment variables".into()
+            }
+            InstallError::Values { .. } => "write one NAME=value per line; lines starting with # are ignored".into(),
+            InstallError::Preflight(_) => "fix the host and run the same command again; nothing was changed".into(),
+            InstallError::PortInUse { port, .. } => format!(
+                "find the process with `ss -ltnp 'sport = :{port}'` and stop it, then run the same command again; nothing was changed"
+            ),
+            InstallError::DockerUnreachable { .. } => {
+                "start Docker (`systemctl start docker` or `dockerd &`) and check DOCKER_HOST, then run the same command again: \
+                 the apply resumes where it stopped"
+                    .into()
+            }
+            InstallError::Docker { .. } => "see Docker's message above; fix it and run the same command again".into(),
+            InstallError::Load { .. } => {
+                "check free space on Docker's data root (`docker info`), then run the same command again".into()
+            }
+            InstallError::JobFailed { service, .. } => format!(
+                "services that depend on `{service}` were not started and the previous containers keep running; \
+                 see `docker logs` of the job, fix the cause, and run the same command again"
+            ),
+            InstallError::Unhealthy { service, .. } => format!(
+                "check `docker logs` and `docker inspect` of `{service}`; fix the cause and run the same command again"
+            ),
+            InstallError::Locked { .. } => {
+                "wait for the other installer to finish (check with `ps aux | grep installer`); the lock frees itself when it exits"
+                    .into()
+            }
+            InstallError::State { .. } => "check free space and permissions of the state directory".into(),
+            InstallError::Interrupted(_) => "run the same command again: it resumes and never repeats a finished migration".into(),
+            InstallError::NotInstalled(_) => "install a bundle first with `installer apply BUNDLE`".into(),
+            InstallError::StatusUnhealthy(_) => "see `docker logs` of the services listed above".into(),
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! Renders [`Event`]s: a byte bar for the image phase on a terminal, plain lines on stderr
+//! otherwise, one JSON object per line on stdout with `--json`.
+
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use installer::report::{Event, Reporter};
+
+/// The terminal renderer.
+pub struct Terminal {
+    json: bool,
+    bars: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Terminal {
+    /// `json` prints events on stdout.
+    pub fn new(json: bool) -> Self {
+        Self { json, bars: !json && !ProgressDrawTarget::stderr().is_hidden(), bar: Mutex::new(None) }
+    }
+
+    fn line(&self, text: &str) {
+        let guard = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(bar) => bar.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+impl Reporter for Terminal {
+    fn event(&self, event: &Event) {
+        if self.json {
+            if !matches!(event, Event::LoadProgress { .. }) {
+                println!("{}", serde_json::to_string(event).unwrap_or_default());
+            }
+            return;
+        }
+        match event {
+            Event::Verified { product, version, release, key_id } => {
+                self.line(&format!("verified signature: {product} {version} (release {release}), key {key_id}"));
+            }
+            Event::KeyTrusted { fingerprint } => self.line(&format!("now trusting key {fingerprint} on this host")),
+            Event::Resuming { steps_done } => {
+                self.line(&format!("resuming the interrupted apply of this bundle ({steps_done} steps already done)"));
+            }
+            Event::LoadStart { bytes_to_send, bytes_skipped, images_to_load, images_present } => {
+                self.line(&format!(
+                    "images: {images_to_load} to load ({} to send), {images_present} already present, {} already on this host",
+                    human_bytes(*bytes_to_send),
+                    human_bytes(*bytes_skipped)
+                ));
+                if self.bars && *bytes_to_send > 0 {
+                    let bar = ProgressBar::new(*bytes_to_send);
+                    bar.set_style(
+                        ProgressStyle::with_template("     load [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                    );
+                    *self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bar);
+                }
+            }
+            Event::LoadProgress { bytes } => {
+                if let Some(bar) = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+                    bar.inc(*bytes);
+                }
+            }
+            Event::LoadDone { bytes_sent, bytes_skipped, fallback } => {
+                if let Some(bar) = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                    bar.finish_and_clear();
+                }
+                self.line(&format!(
+                    "images: verified; sent {} to Docker, skipped {}{}",
+                    human_bytes(*bytes_sent),
+                    human_bytes(*bytes_skipped),
+                    if *fallback { " (fallback: all layers)" } else { "" }
+                ));
+            }
+            Event::Service { service, status, detail } => match detail {
+                Some(d) => self.line(&format!("{service}: {status} ({d})")),
+                None => self.line(&format!("{service}: {status}")),
+            },
+            Event::Info { message } => self.line(message),
+            Event::Applied { product, version, release, seconds } => {
+                self.line(&format!("applied {product} {version} (release {release}) in {seconds:.1}s"));
+            }
+        }
+    }
+}
+
+/// `12.3 MB`.
+pub fn human_bytes(n: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let f = n as f64;
+    if n >= 1_000_000_000 {
+        format!("{:.2} GB", f / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.1} MB", f / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1} kB", f / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}

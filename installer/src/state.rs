@@ -1,0 +1,322 @@
+//! The state directory (default `/var/lib/installer`): what is installed, the journal of the
+//! apply in progress, which migrations ran, the operator's values, the trusted keys.
+//!
+//! Every file is written whole to a temp file in the same directory, fsynced, renamed over the
+//! old one, and the directory fsynced: a power cut leaves the old or the new file, never a torn
+//! one.
+//!
+//! ```text
+//! keys/*.pub              trusted public keys
+//! lock                    held (flock) by the running apply
+//! installed.json          the release that is installed and its containers
+//! journal.json            steps of the current or last apply, each started/done
+//! migrations.json         every migration that completed, per release (never forgotten)
+//! values.env              the operator's variables, mode 0600
+//! releases/<n>/bundle.json, releases/<n>/files/...   the manifest and config files of release n
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use manifests::Digest;
+use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+
+use crate::error::InstallError;
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// The installed release.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Installed {
+    /// Product.
+    pub product: String,
+    /// Compose project.
+    pub project: String,
+    /// Release counter.
+    pub release: u64,
+    /// Version.
+    pub version: String,
+    /// sha256 of the release's bundle.json.
+    pub manifest_sha256: Digest,
+    /// When the apply finished (unix seconds).
+    pub applied_at: u64,
+    /// Service name -> container name and config hash.
+    pub services: BTreeMap<String, InstalledService>,
+}
+
+/// One installed service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InstalledService {
+    /// Container name.
+    pub container: String,
+    /// Config hash label.
+    pub config_hash: String,
+    /// Image reference.
+    pub image: String,
+    /// One-shot job (migration, backup).
+    pub one_shot: bool,
+}
+
+/// Status of a journal step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Recorded before the step runs.
+    Started,
+    /// Recorded after it succeeded.
+    Done,
+    /// Recorded after it failed.
+    Failed,
+}
+
+/// One step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalStep {
+    /// Step name, e.g. `load-images`, `service:web`, `migration:migrate`.
+    pub name: String,
+    /// Status.
+    pub status: StepStatus,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// The journal of one apply.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Journal {
+    /// Which bundle (sha256 of its bundle.json).
+    pub manifest_sha256: Option<Digest>,
+    /// Release.
+    pub release: u64,
+    /// Started (unix seconds).
+    pub started_at: u64,
+    /// Whether the apply finished successfully.
+    pub finished: bool,
+    /// Steps in the order they were recorded.
+    pub steps: Vec<JournalStep>,
+}
+
+impl Journal {
+    /// Whether a step finished.
+    #[must_use]
+    pub fn is_done(&self, name: &str) -> bool {
+        self.steps.iter().rev().find(|s| s.name == name).is_some_and(|s| s.status == StepStatus::Done)
+    }
+    /// Whether a step was started (and maybe not finished).
+    #[must_use]
+    pub fn was_started(&self, name: &str) -> bool {
+        self.steps.iter().any(|s| s.name == name)
+    }
+}
+
+/// A completed migration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrationRecord {
+    /// Release it ran for.
+    pub release: u64,
+    /// Service.
+    pub service: String,
+    /// Container that ran it.
+    pub container: String,
+    /// Unix seconds.
+    pub finished_at: u64,
+}
+
+/// Every completed migration, keyed `r<release>/<service>`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Migrations {
+    /// Records.
+    pub done: BTreeMap<String, MigrationRecord>,
+}
+
+impl Migrations {
+    /// Key of a migration.
+    #[must_use]
+    pub fn key(release: u64, service: &str) -> String {
+        format!("r{release}/{service}")
+    }
+    /// Whether it completed.
+    #[must_use]
+    pub fn is_done(&self, release: u64, service: &str) -> bool {
+        self.done.contains_key(&Self::key(release, service))
+    }
+}
+
+/// The held lock; released when dropped (or when the process dies).
+pub struct Lock {
+    _file: std::fs::File,
+}
+
+impl StateDir {
+    /// A state dir at `root` (created on first write).
+    #[must_use]
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+    /// Root path.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// Trusted keys directory.
+    #[must_use]
+    pub fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+    /// Files of a release.
+    #[must_use]
+    pub fn release_dir(&self, release: u64) -> PathBuf {
+        self.root.join("releases").join(release.to_string())
+    }
+    /// Config files of a release.
+    #[must_use]
+    pub fn files_dir(&self, release: u64) -> PathBuf {
+        self.release_dir(release).join("files")
+    }
+
+    /// Create the directory (0700: it holds secrets).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn create(&self) -> Result<(), InstallError> {
+        std::fs::create_dir_all(&self.root).map_err(InstallError::state(&self.root))?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+            .map_err(InstallError::state(&self.root))
+    }
+
+    /// Take the apply lock without waiting.
+    ///
+    /// # Errors
+    /// [`InstallError::Locked`] when another process holds it.
+    pub fn lock(&self) -> Result<Lock, InstallError> {
+        self.create()?;
+        let path = self.root.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(InstallError::state(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Lock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(InstallError::Locked { state_dir: self.root.clone() }),
+            Err(std::fs::TryLockError::Error(e)) => Err(InstallError::State { path, source: e }),
+        }
+    }
+
+    fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, InstallError> {
+        let path = self.root.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| InstallError::State {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(InstallError::State { path, source: e }),
+        }
+    }
+
+    fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), InstallError> {
+        self.create()?;
+        let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+        bytes.push(b'\n');
+        write_atomic(&self.root.join(name), &bytes, 0o600)
+    }
+
+    /// The installed release, if any.
+    ///
+    /// # Errors
+    /// Unreadable state.
+    pub fn installed(&self) -> Result<Option<Installed>, InstallError> {
+        self.read_json("installed.json")
+    }
+    /// Record the installed release.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn set_installed(&self, installed: &Installed) -> Result<(), InstallError> {
+        self.write_json("installed.json", installed)
+    }
+    /// The journal of the last apply.
+    ///
+    /// # Errors
+    /// Unreadable state.
+    pub fn journal(&self) -> Result<Journal, InstallError> {
+        Ok(self.read_json("journal.json")?.unwrap_or_default())
+    }
+    /// Save the journal.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn save_journal(&self, journal: &Journal) -> Result<(), InstallError> {
+        self.write_json("journal.json", journal)
+    }
+    /// Completed migrations.
+    ///
+    /// # Errors
+    /// Unreadable state.
+    pub fn migrations(&self) -> Result<Migrations, InstallError> {
+        Ok(self.read_json("migrations.json")?.unwrap_or_default())
+    }
+    /// Save completed migrations.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn save_migrations(&self, m: &Migrations) -> Result<(), InstallError> {
+        self.write_json("migrations.json", m)
+    }
+    /// Saved operator values.
+    ///
+    /// # Errors
+    /// Unreadable state.
+    pub fn values(&self) -> Result<BTreeMap<String, String>, InstallError> {
+        let path = self.root.join("values.env");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => crate::values::parse_env(&text).map_err(|message| InstallError::Values { path, message }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(InstallError::State { path, source: e }),
+        }
+    }
+    /// Save operator values (0600).
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn save_values(&self, values: &BTreeMap<String, String>) -> Result<(), InstallError> {
+        self.create()?;
+        let text = crate::values::to_env(values);
+        write_atomic(&self.root.join("values.env"), text.as_bytes(), 0o600)
+    }
+}
+
+/// Write a file atomically with a mode: temp in the same dir (created with `mode`), fsync,
+/// rename, fsync the directory.
+///
+/// # Errors
+/// I/O errors, naming the path.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let err = InstallError::state(path);
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
