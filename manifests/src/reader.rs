@@ -152,6 +152,14 @@ pub enum BundleError {
         /// Actual.
         actual: Digest,
     },
+    /// Non-zero bytes in the padding after an entry.
+    #[error("non-zero padding after entry `{path}` at byte {offset}")]
+    NonZeroPadding {
+        /// Entry.
+        path: String,
+        /// Where.
+        offset: u64,
+    },
     /// Non-zero bytes after the end of the archive.
     #[error("unexpected data after the end of the archive at byte {offset}")]
     TrailingData {
@@ -365,9 +373,19 @@ impl<R: Read> BundleReader<R> {
         if actual != entry.sha256 {
             return Err(BundleError::DigestMismatch { path: entry.path.clone(), expected: entry.sha256, actual });
         }
+        let path = entry.path.clone();
+        self.read_padding(cur.padding, &path)
+    }
+
+    /// Padding must be zeros: every byte of a bundle is either signed content or fixed.
+    fn read_padding(&mut self, len: u64, path: &str) -> Result<(), BundleError> {
         let mut pad = [0u8; BLOCK as usize];
-        let what = format!("the padding of `{}`", entry.path);
-        self.read_exact(&mut pad[..usize::try_from(cur.padding).unwrap_or(0)], &what)?;
+        let start = self.offset;
+        let pad = &mut pad[..usize::try_from(len).unwrap_or(0)];
+        self.read_exact(pad, &format!("the padding of `{path}`"))?;
+        if let Some(pos) = pad.iter().position(|b| *b != 0) {
+            return Err(BundleError::NonZeroPadding { path: path.to_string(), offset: start + pos as u64 });
+        }
         Ok(())
     }
 
@@ -481,8 +499,7 @@ impl<R: Read> BundleReader<R> {
         self.check_fits(&header.path, header.size)?;
         let mut data = vec![0u8; usize::try_from(header.size).unwrap_or(0)];
         self.read_exact(&mut data, expected)?;
-        let mut pad = [0u8; BLOCK as usize];
-        self.read_exact(&mut pad[..usize::try_from(padding(header.size)).unwrap_or(0)], expected)?;
+        self.read_padding(padding(header.size), expected)?;
         Ok(data)
     }
 

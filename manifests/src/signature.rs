@@ -171,14 +171,16 @@ impl SecretKey {
         let mut global_input = sig.to_bytes().to_vec();
         global_input.extend_from_slice(trusted_comment.as_bytes());
         let global = self.signing.sign(&global_input);
-        format!(
-            "untrusted comment: signature from bundler key {}\n{}\ntrusted comment: {}\n{}\n",
-            self.key_id,
-            B64.encode(raw),
-            trusted_comment,
-            B64.encode(global.to_bytes())
-        )
+        render_signature(self.key_id, &raw, &trusted_comment, &global.to_bytes())
     }
+}
+
+fn render_signature(key_id: KeyId, raw: &[u8], trusted_comment: &str, global: &[u8]) -> String {
+    format!(
+        "untrusted comment: signature from bundler key {key_id}\n{}\ntrusted comment: {trusted_comment}\n{}\n",
+        B64.encode(raw),
+        B64.encode(global)
+    )
 }
 
 fn secret_checksum(key_id: &KeyId, sk64: &[u8]) -> [u8; 32] {
@@ -324,6 +326,11 @@ impl TrustedKeys {
         key.verifying
             .verify_strict(&global_input, &global)
             .map_err(|_| SignatureError::BadGlobalSignature(key_id))?;
+        // minisign leaves the first line unsigned; a bundle's signature file must be exactly what
+        // `bundler` writes, so that no byte of a bundle can change without being noticed.
+        if render_signature(key_id, &raw, trusted_comment, &global_raw) != signature_file {
+            return Err(bad("it is not in the exact form bundler writes (was the comment line edited?)"));
+        }
         Ok(Verified { key_id, trusted_comment: trusted_comment.to_string() })
     }
 }

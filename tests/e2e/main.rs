@@ -1,1 +1,11 @@
+//! One test binary for everything that crosses crates or touches real components.
+//!
+//! - `build`: `bundler build` against a real registry, its bad inputs (issue 3)
+//! - `tamper`: verification of damaged and forged bundles, with a property test (issue 3)
+//! - `apply`: `installer apply` on a real dockerd, its faults and interruptions (issue 4)
+//!
+//! Docker-touching tests share one daemon, so `scripts/test` runs this binary with one thread.
 
+mod apply;
+mod build;
+mod tamper;
