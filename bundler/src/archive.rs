@@ -83,7 +83,11 @@ pub fn write_archive<W: Write>(
                 builder.append(&header, &mut reader).map_err(write_err)?;
                 let (digest, len) = reader.finish();
                 if digest != entry.sha256 || len != entry.size {
-                    return Err(ArchiveError::Changed { path: entry.path.clone(), file: file.clone(), expected: entry.sha256 });
+                    return Err(ArchiveError::Changed {
+                        path: entry.path.clone(),
+                        file: file.clone(),
+                        expected: entry.sha256,
+                    });
                 }
             }
         }

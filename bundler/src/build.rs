@@ -139,11 +139,12 @@ pub async fn build<S: ImageSource>(
     entries.push(bytes_entry(COMPOSE, compose_bytes));
     for rel in &stack.files {
         let file = base_dir.join(rel);
-        let stack_err =
-            |source| BundlerError::StackFile { compose: opts.compose.clone(), file: rel.clone(), source };
+        let stack_err = |source| BundlerError::StackFile { compose: opts.compose.clone(), file: rel.clone(), source };
         let meta = std::fs::metadata(&file).map_err(stack_err)?;
         if !meta.is_file() {
-            return Err(stack_err(std::io::Error::other("not a regular file (directories are not bundled; name each file)")));
+            return Err(stack_err(std::io::Error::other(
+                "not a regular file (directories are not bundled; name each file)",
+            )));
         }
         let (sha256, size) = manifests::digest::digest_file(&file).map_err(stack_err)?;
         entries.push((Entry { path: layout::stack_file_path(rel), size, sha256 }, Source::File(file)));
@@ -181,8 +182,7 @@ pub async fn build<S: ImageSource>(
     }
 
     // Download what the cache lacks.
-    let missing: Vec<&(String, Blob)> =
-        blob_order.iter().filter(|(_, b)| !cached(&blob_dir, b)).collect();
+    let missing: Vec<&(String, Blob)> = blob_order.iter().filter(|(_, b)| !cached(&blob_dir, b)).collect();
     let downloaded_bytes: u64 = missing.iter().map(|(_, b)| b.size).sum();
     let blob_bytes: u64 = blob_order.iter().map(|(_, b)| b.size).sum();
     reporter.start(Phase::Download, downloaded_bytes);
@@ -247,17 +247,15 @@ pub async fn build<S: ImageSource>(
             manifest.product, manifest.version, manifest.release, manifest.created
         ),
     );
-    let mut all = vec![bytes_entry(layout::MANIFEST, manifest_bytes), bytes_entry(layout::SIGNATURE, signature.into_bytes())];
+    let mut all =
+        vec![bytes_entry(layout::MANIFEST, manifest_bytes), bytes_entry(layout::SIGNATURE, signature.into_bytes())];
     all.extend(entries);
 
     let total: u64 = all.iter().map(|(e, _)| e.size).sum();
     reporter.start(Phase::Write, total);
     let out_err = |source| BundlerError::Output { path: opts.output.clone(), source };
-    let tmp = tempfile::Builder::new()
-        .prefix(".bundle-")
-        .suffix(".partial")
-        .tempfile_in(&output_dir)
-        .map_err(out_err)?;
+    let tmp =
+        tempfile::Builder::new().prefix(".bundle-").suffix(".partial").tempfile_in(&output_dir).map_err(out_err)?;
     let writer = std::io::BufWriter::with_capacity(1 << 20, tmp);
     let written = archive::write_archive(writer, opts.created, &all, &|n| reporter.advance(Phase::Write, n));
     let writer = match written {
@@ -334,8 +332,8 @@ async fn resolve_image<S: ImageSource>(source: &S, reference: &str, blob_dir: &P
         let _ = std::fs::remove_file(&config_path);
         return Err(unsupported("its cached config does not match its digest; run again".into()));
     }
-    let config: ConfigDoc =
-        serde_json::from_slice(&config_bytes).map_err(|e| unsupported(format!("its config is not an image config ({e})")))?;
+    let config: ConfigDoc = serde_json::from_slice(&config_bytes)
+        .map_err(|e| unsupported(format!("its config is not an image config ({e})")))?;
     let os = config.os.unwrap_or_default();
     let arch = config.architecture.unwrap_or_default();
     if os != "linux" || arch != "amd64" {
@@ -399,4 +397,3 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
-

@@ -64,8 +64,8 @@ pub struct ImageInfo {
 /// Unreadable or invalid bundle.
 pub fn inspect(path: &Path, keys: Option<&TrustedKeys>) -> Result<Inspection, BundlerError> {
     let bundle_err = |source| BundlerError::Bundle { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path)
-        .map_err(|source| bundle_err(manifests::BundleError::Read { offset: 0, source }))?;
+    let file =
+        std::fs::File::open(path).map_err(|source| bundle_err(manifests::BundleError::Read { offset: 0, source }))?;
     let len = file.metadata().map(|m| m.len()).ok();
     let reader = std::io::BufReader::new(file);
     let (manifest, checked) = match keys {
@@ -119,5 +119,6 @@ pub fn summarize(m: &Manifest, signature_checked: bool, total_size: u64) -> Insp
 /// # Errors
 /// The first problem found.
 pub fn verify(path: &Path, keys: &TrustedKeys) -> Result<(Manifest, manifests::signature::Verified), BundlerError> {
-    manifests::reader::verify_file(path, keys).map_err(|source| BundlerError::Bundle { path: path.to_path_buf(), source })
+    manifests::reader::verify_file(path, keys)
+        .map_err(|source| BundlerError::Bundle { path: path.to_path_buf(), source })
 }

@@ -173,7 +173,8 @@ fn default_cache_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(x).join("bundler");
     }
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from(".bundler-cache"), |h| PathBuf::from(h).join(".cache/bundler"))
+    std::env::var_os("HOME")
+        .map_or_else(|| PathBuf::from(".bundler-cache"), |h| PathBuf::from(h).join(".cache/bundler"))
 }
 
 fn print_inspection(i: &bundler::inspect::Inspection) {
@@ -207,4 +208,3 @@ fn print_inspection(i: &bundler::inspect::Inspection) {
     }
     println!("total      {} in {} entries", human_bytes(i.total_size), i.entries);
 }
-

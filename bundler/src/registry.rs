@@ -180,29 +180,42 @@ impl OciRegistry {
             OciDistributionError::UnauthorizedError { url } => {
                 RegistryError::AuthRefused { registry, reference: whole, message: format!("401 from {url}") }
             }
-            OciDistributionError::ImageManifestNotFoundError(_) => RegistryError::NotFound { registry, reference: whole },
+            OciDistributionError::ImageManifestNotFoundError(_) => {
+                RegistryError::NotFound { registry, reference: whole }
+            }
             OciDistributionError::RegistryError { envelope, url } => {
                 if envelope.errors.iter().any(|e| {
-                    matches!(e.code, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::BlobUnknown)
+                    matches!(
+                        e.code,
+                        OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::BlobUnknown
+                    )
                 }) {
                     RegistryError::NotFound { registry, reference: whole }
-                } else if envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+                } else if envelope
+                    .errors
+                    .iter()
+                    .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied))
                 {
                     RegistryError::AuthRefused { registry, reference: whole, message: format!("{envelope} ({url})") }
                 } else {
                     RegistryError::Other { registry, reference: whole, message: format!("{envelope} ({url})") }
                 }
             }
-            OciDistributionError::ServerError { code: 404, .. } => RegistryError::NotFound { registry, reference: whole },
+            OciDistributionError::ServerError { code: 404, .. } => {
+                RegistryError::NotFound { registry, reference: whole }
+            }
             OciDistributionError::ServerError { code: 401 | 403, url, message } => {
                 RegistryError::AuthRefused { registry, reference: whole, message: format!("{message} ({url})") }
             }
             OciDistributionError::RequestError(e) => {
                 RegistryError::Unreachable { registry, reference: whole, message: error_chain(&e) }
             }
-            OciDistributionError::DigestError(e) => {
-                RegistryError::DigestMismatch { registry, reference: whole, what: "content".into(), message: e.to_string() }
-            }
+            OciDistributionError::DigestError(e) => RegistryError::DigestMismatch {
+                registry,
+                reference: whole,
+                what: "content".into(),
+                message: e.to_string(),
+            },
             other => RegistryError::Other { registry, reference: whole, message: other.to_string() },
         }
     }
@@ -330,7 +343,9 @@ impl ImageSource for OciRegistry {
                 message: format!("content hashes to {actual}"),
             });
         }
-        tokio::fs::rename(&partial, dest).await.map_err(|source| RegistryError::Write { path: dest.to_path_buf(), source })
+        tokio::fs::rename(&partial, dest)
+            .await
+            .map_err(|source| RegistryError::Write { path: dest.to_path_buf(), source })
     }
 }
 
@@ -351,7 +366,10 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ProgressWriter<
         }
         poll
     }
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(

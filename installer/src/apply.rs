@@ -83,7 +83,11 @@ impl<E: Engine> Ctx<'_, E> {
 ///
 /// # Errors
 /// Docker unreachable, unreadable state.
-pub async fn host_state<E: Engine>(engine: &E, manifest: &Manifest, state: &StateDir) -> Result<HostState, InstallError> {
+pub async fn host_state<E: Engine>(
+    engine: &E,
+    manifest: &Manifest,
+    state: &StateDir,
+) -> Result<HostState, InstallError> {
     let containers =
         engine.project_containers(&manifest.project).await?.into_iter().map(|c| (c.name.clone(), c)).collect();
     Ok(HostState {
@@ -102,7 +106,9 @@ pub fn file_digests(manifest: &Manifest) -> BTreeMap<String, Digest> {
         .entries
         .iter()
         .filter_map(|e| {
-            e.path.strip_prefix(manifests::layout::STACK_FILES_DIR).map(|r| (r.trim_start_matches('/').to_string(), e.sha256))
+            e.path
+                .strip_prefix(manifests::layout::STACK_FILES_DIR)
+                .map(|r| (r.trim_start_matches('/').to_string(), e.sha256))
         })
         .collect()
 }
@@ -111,7 +117,11 @@ pub fn file_digests(manifest: &Manifest) -> BTreeMap<String, Digest> {
 ///
 /// # Errors
 /// [`InstallError::Policy`].
-pub fn check_policy(manifest: &Manifest, installed: Option<&Installed>, allow_downgrade: bool) -> Result<(), InstallError> {
+pub fn check_policy(
+    manifest: &Manifest,
+    installed: Option<&Installed>,
+    allow_downgrade: bool,
+) -> Result<(), InstallError> {
     if let Some(inst) = installed {
         if inst.product != manifest.product {
             return Err(InstallError::Policy(format!(
@@ -143,7 +153,11 @@ pub fn check_policy(manifest: &Manifest, installed: Option<&Installed>, allow_do
 ///
 /// # Errors
 /// See [`InstallError`]; each leaves the journal saying how far the apply got.
-pub async fn apply<E: Engine>(opts: &ApplyOptions, engine: &E, reporter: &dyn Reporter) -> Result<Outcome, InstallError> {
+pub async fn apply<E: Engine>(
+    opts: &ApplyOptions,
+    engine: &E,
+    reporter: &dyn Reporter,
+) -> Result<Outcome, InstallError> {
     let started = Instant::now();
     let state = StateDir::new(opts.state_dir.clone());
     let _lock = state.lock()?;
@@ -165,13 +179,16 @@ pub async fn apply<E: Engine>(opts: &ApplyOptions, engine: &E, reporter: &dyn Re
     let host = host_state(engine, &manifest, &state).await?;
     let files_dir = state.files_dir(manifest.release);
     let digests = file_digests(&manifest);
-    let the_plan = plan::plan(&manifest, &host, &values, &files_dir, &digests, true).map_err(InstallError::Preflight)?;
+    let the_plan =
+        plan::plan(&manifest, &host, &values, &files_dir, &digests, true).map_err(InstallError::Preflight)?;
     preflight::check_ports(&the_plan, &host)?;
 
     // Nothing on the host has changed so far. From here on, every step is journaled.
     let mut journal = state.journal()?;
     if journal.manifest_sha256 == Some(signed.manifest_sha256) && !journal.finished {
-        reporter.event(&Event::Resuming { steps_done: journal.steps.iter().filter(|s| s.status == StepStatus::Done).count() });
+        reporter.event(&Event::Resuming {
+            steps_done: journal.steps.iter().filter(|s| s.status == StepStatus::Done).count(),
+        });
     } else {
         journal = Journal {
             manifest_sha256: Some(signed.manifest_sha256),
@@ -208,11 +225,17 @@ pub async fn apply<E: Engine>(opts: &ApplyOptions, engine: &E, reporter: &dyn Re
 
     ctx.record("resources", StepStatus::Started)?;
     for n in &manifest.networks {
-        let labels = BTreeMap::from([(labels::PROJECT.to_string(), manifest.project.clone()), (labels::NETWORK.to_string(), n.clone())]);
+        let labels = BTreeMap::from([
+            (labels::PROJECT.to_string(), manifest.project.clone()),
+            (labels::NETWORK.to_string(), n.clone()),
+        ]);
         engine.ensure_network(&plan::scoped(&manifest.project, n), &labels).await?;
     }
     for v in &manifest.volumes {
-        let labels = BTreeMap::from([(labels::PROJECT.to_string(), manifest.project.clone()), (labels::VOLUME.to_string(), v.clone())]);
+        let labels = BTreeMap::from([
+            (labels::PROJECT.to_string(), manifest.project.clone()),
+            (labels::VOLUME.to_string(), v.clone()),
+        ]);
         engine.ensure_volume(&plan::scoped(&manifest.project, v), &labels).await?;
     }
     ctx.record("resources", StepStatus::Done)?;
@@ -358,9 +381,7 @@ async fn run_pass<E: Engine>(
         };
         crate::load::pass(reader, &load_owned, needs_docker.then_some(tx), Some(&files), &progress)
     });
-    let docker_side = async {
-        if needs_docker { ctx.engine.load(rx).await.map(Some) } else { Ok(None) }
-    };
+    let docker_side = async { if needs_docker { ctx.engine.load(rx).await.map(Some) } else { Ok(None) } };
     let ticker = async {
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -378,7 +399,8 @@ async fn run_pass<E: Engine>(
     if n > 0 {
         ctx.reporter.event(&Event::LoadProgress { bytes: n });
     }
-    let pass_result = pass_result.map_err(|e| InstallError::Load { message: format!("the bundle reader stopped: {e}") })?;
+    let pass_result =
+        pass_result.map_err(|e| InstallError::Load { message: format!("the bundle reader stopped: {e}") })?;
     // A bundle problem is the real cause even if Docker also complained about the aborted upload.
     let report = match pass_result {
         Err(manifests::BundleError::Sink { .. }) if docker_result.is_err() => {
@@ -409,10 +431,14 @@ async fn run_service<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan, host: &HostS
         Action::Create | Action::Recreate { .. } => {
             let step = format!("service:{}", sp.name);
             ctx.record(&step, StepStatus::Started)?;
-            ctx.service(&sp.name, if sp.action == Action::Create { "create" } else { "recreate" }, match &sp.action {
-                Action::Recreate { reason } => Some(reason.clone()),
-                _ => None,
-            });
+            ctx.service(
+                &sp.name,
+                if sp.action == Action::Create { "create" } else { "recreate" },
+                match &sp.action {
+                    Action::Recreate { reason } => Some(reason.clone()),
+                    _ => None,
+                },
+            );
             if let Some(old) = ctx.engine.container(&sp.container).await? {
                 set_aside(ctx, &old, &sp.container).await?;
             }
@@ -450,7 +476,11 @@ async fn create_and_start<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan) -> Resu
                 .find(|p| message.contains(&format!(":{}", p.host_port)))
                 .or_else(|| sp.spec.ports.first());
             if let Some(p) = port {
-                return Err(InstallError::PortInUse { service: sp.name.clone(), ip: p.host_ip.clone(), port: p.host_port });
+                return Err(InstallError::PortInUse {
+                    service: sp.name.clone(),
+                    ip: p.host_ip.clone(),
+                    port: p.host_port,
+                });
             }
         }
         return Err(e);
@@ -498,7 +528,12 @@ async fn run_job<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan) -> Result<(), In
         let mut m = ctx.state.migrations()?;
         m.done.insert(
             crate::state::Migrations::key(release, &sp.name),
-            MigrationRecord { release, service: sp.name.clone(), container: sp.container.clone(), finished_at: manifests::time::now() },
+            MigrationRecord {
+                release,
+                service: sp.name.clone(),
+                container: sp.container.clone(),
+                finished_at: manifests::time::now(),
+            },
         );
         ctx.state.save_migrations(&m)?;
     }
@@ -586,8 +621,9 @@ pub async fn plan_only<E: Engine>(opts: &ApplyOptions, engine: &E) -> Result<Pla
     let values = values::resolve(&manifest, opts.values_file.as_deref(), &state.values()?, &|k| std::env::var(k).ok())?;
     engine.info().await?;
     let host = host_state(engine, &manifest, &state).await?;
-    let the_plan = plan::plan(&manifest, &host, &values, &state.files_dir(manifest.release), &file_digests(&manifest), true)
-        .map_err(InstallError::Preflight)?;
+    let the_plan =
+        plan::plan(&manifest, &host, &values, &state.files_dir(manifest.release), &file_digests(&manifest), true)
+            .map_err(InstallError::Preflight)?;
     preflight::check_ports(&the_plan, &host)?;
     Ok(the_plan)
 }
@@ -598,7 +634,11 @@ pub fn render_plan(p: &Plan) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "plan for {} {} (release {})", p.product, p.version, p.release);
-    let _ = writeln!(s, "images: send {} bytes, skip {} bytes already on this host", p.load.bytes_to_send, p.load.bytes_skipped);
+    let _ = writeln!(
+        s,
+        "images: send {} bytes, skip {} bytes already on this host",
+        p.load.bytes_to_send, p.load.bytes_skipped
+    );
     for i in &p.load.images {
         let _ = writeln!(
             s,

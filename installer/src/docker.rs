@@ -15,8 +15,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ImportImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptions,
-    StopContainerOptionsBuilder, TagImageOptionsBuilder, WaitContainerOptionsBuilder,
+    ListImagesOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptions, StopContainerOptionsBuilder, TagImageOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -52,7 +52,9 @@ fn classify(action: &str) -> impl Fn(BollardError) -> InstallError + '_ {
             InstallError::Docker { action: action.to_string(), message }
         }
         BollardError::DockerStreamError { error } => InstallError::Load { message: error },
-        other => InstallError::DockerUnreachable { during: format!(" while trying to {action}"), message: chain(&other) },
+        other => {
+            InstallError::DockerUnreachable { during: format!(" while trying to {action}"), message: chain(&other) }
+        }
     }
 }
 
@@ -144,7 +146,9 @@ impl Engine for DockerEngine {
             let info = item.map_err(|e| match e {
                 BollardError::DockerStreamError { error } => InstallError::Load { message: error },
                 BollardError::DockerResponseServerError { message, .. } => InstallError::Load { message },
-                other => InstallError::DockerUnreachable { during: " while loading images".into(), message: chain(&other) },
+                other => {
+                    InstallError::DockerUnreachable { during: " while loading images".into(), message: chain(&other) }
+                }
             })?;
             if let Some(line) = info.stream {
                 let line = line.trim();
@@ -170,10 +174,24 @@ impl Engine for DockerEngine {
     }
 
     async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
-        match self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(classify(&format!("inspect network {name}"))(e)),
+        // Docker allows two networks of one name; an apply killed while its create request was
+        // in flight can leave a twin. Keep one (removing twins that have no containers).
+        let filters = HashMap::from([("name", vec![name.to_string()])]);
+        let list = self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()))
+            .await
+            .map_err(classify(&format!("list networks named {name}")))?;
+        let same: Vec<String> =
+            list.into_iter().filter(|n| n.name.as_deref() == Some(name)).filter_map(|n| n.id).collect();
+        if !same.is_empty() {
+            let mut left = same.len();
+            for id in &same {
+                if left > 1 && self.docker.remove_network(id).await.is_ok() {
+                    left -= 1;
+                }
+            }
+            return Ok(());
         }
         self.docker
             .create_network(NetworkCreateRequest {
@@ -212,12 +230,8 @@ impl Engine for DockerEngine {
         };
         let state = c.state.unwrap_or_default();
         let health = state.health.clone().unwrap_or_default();
-        let health_output = health
-            .log
-            .as_ref()
-            .and_then(|l| l.last())
-            .and_then(|r| r.output.clone())
-            .map(|o| o.trim().to_string());
+        let health_output =
+            health.log.as_ref().and_then(|l| l.last()).and_then(|r| r.output.clone()).map(|o| o.trim().to_string());
         Ok(Some(ContainerState {
             id: c.id.unwrap_or_default(),
             name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
@@ -262,10 +276,11 @@ impl Engine for DockerEngine {
         for p in &spec.ports {
             let key = format!("{}/{}", p.container_port, p.protocol);
             exposed.push(key.clone());
-            port_bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(PortBinding {
-                host_ip: Some(p.host_ip.clone()),
-                host_port: Some(p.host_port.to_string()),
-            });
+            port_bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding { host_ip: Some(p.host_ip.clone()), host_port: Some(p.host_port.to_string()) });
         }
         let healthcheck = spec.healthcheck.as_ref().map(|h| HealthConfig {
             test: if h.test.is_empty() { None } else { Some(h.test.clone()) },
@@ -346,7 +361,11 @@ impl Engine for DockerEngine {
     }
 
     async fn remove(&self, id: &str) -> Result<(), InstallError> {
-        match self.docker.remove_container(id, Some(RemoveContainerOptionsBuilder::default().force(true).v(false).build())).await {
+        match self
+            .docker
+            .remove_container(id, Some(RemoveContainerOptionsBuilder::default().force(true).v(false).build()))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(classify(&format!("remove container {id}"))(e)),
@@ -375,10 +394,9 @@ impl Engine for DockerEngine {
     }
 
     async fn logs(&self, id: &str, lines: usize) -> Result<String, InstallError> {
-        let mut stream = self.docker.logs(
-            id,
-            Some(LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build()),
-        );
+        let mut stream = self
+            .docker
+            .logs(id, Some(LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build()));
         let mut out = String::new();
         while let Some(item) = stream.next().await {
             match item {

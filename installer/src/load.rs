@@ -145,7 +145,11 @@ pub fn plan_load(
                 }
             }
         }
-        let entry = entries.entry(id).or_insert_with(|| SaveEntry { config: config_name, repo_tags: vec![], layers: layer_names });
+        let entry = entries.entry(id).or_insert_with(|| SaveEntry {
+            config: config_name,
+            repo_tags: vec![],
+            layers: layer_names,
+        });
         if !image.reference.contains('@') {
             entry.repo_tags.push(image.reference.clone());
         }
@@ -212,8 +216,13 @@ pub fn pass<R: io::Read>(
                 let mut counting = Counting { inner: &mut *w, progress };
                 reader.copy_entry_to(&mut counting)?;
                 w.write_all(&vec![0u8; padding(entry.size)]).map_err(sink_err)?;
-            } else if let Some(dir) = staging.as_ref().filter(|_| path == COMPOSE || path.starts_with(STACK_FILES_DIR)) {
-                let rel = if path == COMPOSE { "compose.yaml".to_string() } else { path.replacen(STACK_FILES_DIR, "files", 1) };
+            } else if let Some(dir) = staging.as_ref().filter(|_| path == COMPOSE || path.starts_with(STACK_FILES_DIR))
+            {
+                let rel = if path == COMPOSE {
+                    "compose.yaml".to_string()
+                } else {
+                    path.replacen(STACK_FILES_DIR, "files", 1)
+                };
                 let dest = dir.join(rel);
                 if let Some(parent) = dest.parent() {
                     std::fs::create_dir_all(parent).map_err(sink_err)?;

@@ -144,11 +144,7 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             } else {
                 print!("{}", render_status(&report));
             }
-            if report.healthy {
-                Ok(ExitCode::SUCCESS)
-            } else {
-                Ok(ExitCode::from(manifests::Exit::Unhealthy.code()))
-            }
+            if report.healthy { Ok(ExitCode::SUCCESS) } else { Ok(ExitCode::from(manifests::Exit::Unhealthy.code())) }
         }
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "installer", &mut std::io::stdout());
@@ -171,9 +167,14 @@ fn list(v: &[String]) -> String {
 fn render_status(r: &installer::status::StatusReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "{} {} (release {}), applied {}, Docker {}", r.product, r.version, r.release, r.applied_at, r.docker_version);
+    let _ = writeln!(
+        s,
+        "{} {} (release {}), applied {}, Docker {}",
+        r.product, r.version, r.release, r.applied_at, r.docker_version
+    );
     if !r.last_apply_finished {
-        let _ = writeln!(s, "WARNING: the last apply did not finish; run `installer apply` with the same bundle to resume");
+        let _ =
+            writeln!(s, "WARNING: the last apply did not finish; run `installer apply` with the same bundle to resume");
     }
     let _ = writeln!(s, "{:<12} {:<10} {:<10} {:<10} {}", "SERVICE", "STATE", "HEALTH", "UPTIME", "IMAGE");
     for svc in &r.services {

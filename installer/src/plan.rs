@@ -184,7 +184,9 @@ pub fn plan(
     let awaited_completion: BTreeSet<&str> = manifest
         .services
         .values()
-        .flat_map(|d| d.depends_on.iter().filter(|(_, c)| **c == Condition::CompletedSuccessfully).map(|(n, _)| n.as_str()))
+        .flat_map(|d| {
+            d.depends_on.iter().filter(|(_, c)| **c == Condition::CompletedSuccessfully).map(|(n, _)| n.as_str())
+        })
         .collect();
     let mut out_waves = Vec::new();
     for wave in order {
@@ -254,7 +256,11 @@ pub fn plan(
 ///
 /// # Errors
 /// A missing variable value.
-pub fn environment(def: &ServiceDef, values: &BTreeMap<String, String>, files_dir: &Path) -> Result<BTreeMap<String, String>, String> {
+pub fn environment(
+    def: &ServiceDef,
+    values: &BTreeMap<String, String>,
+    files_dir: &Path,
+) -> Result<BTreeMap<String, String>, String> {
     let mut env = BTreeMap::new();
     for f in &def.env_file {
         let text = std::fs::read_to_string(files_dir.join(f)).unwrap_or_default();
@@ -337,11 +343,8 @@ pub fn config_hash(
     image_id: Option<Digest>,
     file_digests: &BTreeMap<String, Digest>,
 ) -> String {
-    let env: BTreeMap<&String, String> = def
-        .environment
-        .iter()
-        .map(|(k, v)| (k, manifests::spec::substitute(v, values).unwrap_or_default()))
-        .collect();
+    let env: BTreeMap<&String, String> =
+        def.environment.iter().map(|(k, v)| (k, manifests::spec::substitute(v, values).unwrap_or_default())).collect();
     let files: BTreeMap<&String, Option<&Digest>> = def
         .volumes
         .iter()

@@ -21,7 +21,11 @@ pub fn check_ports(plan: &Plan, host: &HostState) -> Result<(), InstallError> {
                 && e.kind() == std::io::ErrorKind::AddrInUse
                 && !held_by_project(host, &plan.project, p.host_port)
             {
-                return Err(InstallError::PortInUse { service: sp.name.clone(), ip: ip.to_string(), port: p.host_port });
+                return Err(InstallError::PortInUse {
+                    service: sp.name.clone(),
+                    ip: ip.to_string(),
+                    port: p.host_port,
+                });
             }
         }
     }

@@ -53,9 +53,11 @@ impl Reporter for Terminal {
                 if self.bars && *bytes_to_send > 0 {
                     let bar = ProgressBar::new(*bytes_to_send);
                     bar.set_style(
-                        ProgressStyle::with_template("     load [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                            .unwrap_or_else(|_| ProgressStyle::default_bar())
-                            .progress_chars("=> "),
+                        ProgressStyle::with_template(
+                            "     load [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
                     );
                     *self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bar);
                 }

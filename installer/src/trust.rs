@@ -15,7 +15,8 @@ use crate::error::InstallError;
 pub fn read_key(path: &Path) -> Result<PublicKey, InstallError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| InstallError::Key { path: path.to_path_buf(), message: e.to_string() })?;
-    PublicKey::from_file_string(&text, path).map_err(|e| InstallError::Key { path: path.to_path_buf(), message: e.to_string() })
+    PublicKey::from_file_string(&text, path)
+        .map_err(|e| InstallError::Key { path: path.to_path_buf(), message: e.to_string() })
 }
 
 /// Trusted keys: every `*.pub` in `keys_dir` plus `extra`.

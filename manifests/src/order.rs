@@ -83,7 +83,12 @@ mod tests {
 
     #[test]
     fn waves_and_cycles() {
-        let g = BTreeMap::from([("api", vec!["db", "migrate"]), ("db", vec![]), ("migrate", vec!["db"]), ("redis", vec![])]);
+        let g = BTreeMap::from([
+            ("api", vec!["db", "migrate"]),
+            ("db", vec![]),
+            ("migrate", vec!["db"]),
+            ("redis", vec![]),
+        ]);
         assert_eq!(waves(&g).unwrap(), vec![vec!["db", "redis"], vec!["migrate"], vec!["api"]]);
         let g = BTreeMap::from([("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"]), ("d", vec![])]);
         assert_eq!(waves(&g).unwrap_err(), OrderError::Cycle("a -> b -> c -> a".into()));

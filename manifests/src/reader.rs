@@ -111,7 +111,9 @@ pub enum BundleError {
         path: String,
     },
     /// An entry other than the one the manifest lists next.
-    #[error("entry {index} is `{found}`, but bundle.json lists `{expected}` there (entry added, removed, renamed or reordered)")]
+    #[error(
+        "entry {index} is `{found}`, but bundle.json lists `{expected}` there (entry added, removed, renamed or reordered)"
+    )]
     UnexpectedEntry {
         /// Position.
         index: usize,

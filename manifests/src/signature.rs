@@ -323,9 +323,7 @@ impl TrustedKeys {
         let global = Signature::from_slice(&global_raw).map_err(|_| bad("invalid global signature bytes"))?;
         let mut global_input = sig.to_bytes().to_vec();
         global_input.extend_from_slice(trusted_comment.as_bytes());
-        key.verifying
-            .verify_strict(&global_input, &global)
-            .map_err(|_| SignatureError::BadGlobalSignature(key_id))?;
+        key.verifying.verify_strict(&global_input, &global).map_err(|_| SignatureError::BadGlobalSignature(key_id))?;
         // minisign leaves the first line unsigned; a bundle's signature file must be exactly what
         // `bundler` writes, so that no byte of a bundle can change without being noticed.
         if render_signature(key_id, &raw, trusted_comment, &global_raw) != signature_file {

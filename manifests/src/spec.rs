@@ -11,7 +11,7 @@ use std::path::{Component, Path};
 use serde::Deserialize;
 
 use crate::manifest::{
-    Condition, HealthcheckDef, HealthSettings, LimitsDef, LoggingDef, Mount, MountKind, PortMapping, ServiceDef,
+    Condition, HealthSettings, HealthcheckDef, LimitsDef, LoggingDef, Mount, MountKind, PortMapping, ServiceDef,
     VariableDef,
 };
 
@@ -364,10 +364,8 @@ impl ComposeFile {
     /// # Errors
     /// YAML errors and unsupported keys, with the line.
     pub fn parse(text: &str, file: &str) -> Result<Self, SpecError> {
-        serde_saphyr::from_str::<ComposeFile>(text).map_err(|e| SpecError::Parse {
-            file: file.to_string(),
-            message: rephrase_serde(&e.to_string()),
-        })
+        serde_saphyr::from_str::<ComposeFile>(text)
+            .map_err(|e| SpecError::Parse { file: file.to_string(), message: rephrase_serde(&e.to_string()) })
     }
 
     /// Check references and turn compose syntax into the manifest's typed form.
@@ -436,7 +434,9 @@ impl ComposeFile {
         }
         for job in bundle.migrations.iter().chain(bundle.backup.iter()) {
             if !services.contains_key(job) {
-                return Err(reference(format!("x-bundle names `{job}` as a migration or backup, but there is no such service")));
+                return Err(reference(format!(
+                    "x-bundle names `{job}` as a migration or backup, but there is no such service"
+                )));
             }
             if let Some(r) = &services[job].restart
                 && r != "no"
@@ -517,7 +517,9 @@ fn normalize_service(
     let service_networks: BTreeMap<String, Vec<String>> = match svc.networks {
         None => BTreeMap::from([("default".to_string(), vec![])]),
         Some(ServiceNetworks::List(l)) => l.into_iter().map(|n| (n, vec![])).collect(),
-        Some(ServiceNetworks::Map(m)) => m.into_iter().map(|(n, o)| (n, o.map(|o| o.aliases).unwrap_or_default())).collect(),
+        Some(ServiceNetworks::Map(m)) => {
+            m.into_iter().map(|(n, o)| (n, o.map(|o| o.aliases).unwrap_or_default())).collect()
+        }
     };
     for n in service_networks.keys() {
         if !networks.contains(n) {
@@ -537,7 +539,9 @@ fn normalize_service(
                     other => {
                         return Err(invalid(
                             "depends_on",
-                            format!("`{dep}`: unknown condition `{other}` (use service_started, service_healthy or service_completed_successfully)"),
+                            format!(
+                                "`{dep}`: unknown condition `{other}` (use service_started, service_healthy or service_completed_successfully)"
+                            ),
                         ));
                     }
                 };
@@ -554,7 +558,8 @@ fn normalize_service(
             return Err(invalid("depends_on", "a service cannot depend on itself".into()));
         }
     }
-    let healthcheck = svc.healthcheck.map(|h| normalize_healthcheck(h).map_err(|m| invalid("healthcheck", m))).transpose()?;
+    let healthcheck =
+        svc.healthcheck.map(|h| normalize_healthcheck(h).map_err(|m| invalid("healthcheck", m))).transpose()?;
     if let Some(r) = &svc.restart {
         let ok = matches!(r.as_str(), "no" | "always" | "unless-stopped" | "on-failure")
             || r.strip_prefix("on-failure:").is_some_and(|n| n.parse::<u32>().is_ok());
@@ -565,7 +570,10 @@ fn normalize_service(
     let limits = match svc.deploy.and_then(|d| d.resources).and_then(|r| r.limits) {
         None => None,
         Some(l) => Some(LimitsDef {
-            nano_cpus: l.cpus.map(|c| parse_cpus(&c.text()).map_err(|m| invalid("deploy.resources.limits.cpus", m))).transpose()?,
+            nano_cpus: l
+                .cpus
+                .map(|c| parse_cpus(&c.text()).map_err(|m| invalid("deploy.resources.limits.cpus", m)))
+                .transpose()?,
             memory_bytes: l
                 .memory
                 .map(|m| parse_bytes(&m.text()).map_err(|m| invalid("deploy.resources.limits.memory", m)))
@@ -771,7 +779,13 @@ fn shell_split(s: &str) -> Result<Vec<String>, String> {
 
 fn normalize_healthcheck(h: ComposeHealthcheck) -> Result<HealthcheckDef, String> {
     if h.disable == Some(true) {
-        return Ok(HealthcheckDef { test: vec!["NONE".into()], interval_ms: None, timeout_ms: None, retries: None, start_period_ms: None });
+        return Ok(HealthcheckDef {
+            test: vec!["NONE".into()],
+            interval_ms: None,
+            timeout_ms: None,
+            retries: None,
+            start_period_ms: None,
+        });
     }
     let test = match h.test {
         None => vec![],
@@ -868,12 +882,17 @@ fn parse_port(s: &str) -> Result<PortMapping, String> {
     };
     let parts: Vec<&str> = spec.split(':').collect();
     let port = |p: &str| -> Result<u16, String> {
-        p.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| format!("`{s}`: `{p}` is not a port number (ranges are not supported)"))
+        p.parse::<u16>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("`{s}`: `{p}` is not a port number (ranges are not supported)"))
     };
     let (host_ip, host, container) = match parts.as_slice() {
         [host, container] => ("0.0.0.0".to_string(), port(host)?, port(container)?),
         [ip, host, container] => (ip.to_string(), port(host)?, port(container)?),
-        [_] => return Err(format!("`{s}`: give a fixed host port, e.g. `8080:{s}` (random host ports are not supported)")),
+        [_] => {
+            return Err(format!("`{s}`: give a fixed host port, e.g. `8080:{s}` (random host ports are not supported)"));
+        }
         _ => return Err(format!("`{s}` is not [ip:]host:container[/proto]")),
     };
     Ok(PortMapping { host_ip, host_port: host, container_port: container, protocol })
@@ -915,7 +934,9 @@ fn relative_file(p: &str) -> Result<String, String> {
         match c {
             Component::CurDir => {}
             Component::Normal(n) => parts.push(n.to_str().ok_or_else(|| format!("`{p}` is not UTF-8"))?.to_string()),
-            _ => return Err(format!("`{p}` must stay inside the compose file's directory (no `..`, no absolute path)")),
+            _ => {
+                return Err(format!("`{p}` must stay inside the compose file's directory (no `..`, no absolute path)"));
+            }
         }
     }
     if parts.is_empty() {
@@ -989,10 +1010,8 @@ volumes:
         let text = GOOD.replace("dbdata:/var/lib/db", "other:/var/lib/db");
         let err = ComposeFile::parse(&text, "c").unwrap().normalize("c").unwrap_err().to_string();
         assert!(err.contains("volume `other`"), "{err}");
-        let text = GOOD.replace(
-            "    volumes: [dbdata:/var/lib/db]",
-            "    volumes: [dbdata:/var/lib/db]\n    depends_on: [web]",
-        );
+        let text = GOOD
+            .replace("    volumes: [dbdata:/var/lib/db]", "    volumes: [dbdata:/var/lib/db]\n    depends_on: [web]");
         let err = ComposeFile::parse(&text, "c").unwrap().normalize("c").unwrap_err().to_string();
         assert!(err.contains("cycle"), "{err}");
         let text = GOOD.replace("./conf/web.conf", "../etc/passwd");

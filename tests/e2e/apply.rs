@@ -1,1 +1,414 @@
-//! `installer apply` on a real dockerd (issue 4). Filled in below.
+//! `installer apply` on a real dockerd with the test stack (issue 4): a "database" with a
+//! healthcheck, a migration that counts its runs in a named volume, a web service on a
+//! 127.0.0.1 port. Each test has its own project name, port and state dir, and removes its
+//! containers, volumes and networks when it ends.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{Run, Workspace, bin, docker_snapshot, e2e_enabled, remove_project, run};
+
+struct Site {
+    ws: Workspace,
+    project: String,
+    port: u16,
+    state: PathBuf,
+    values: PathBuf,
+}
+
+impl Site {
+    fn new(project: &str, port: u16) -> Self {
+        remove_project(project);
+        let ws = Workspace::new();
+        let state = ws.path("state");
+        let values = ws.path("site.env");
+        std::fs::write(&values, "DB_PASSWORD=correct-horse-battery\n").unwrap();
+        Self { ws, project: project.to_string(), port, state, values }
+    }
+
+    /// Build the test stack as release `release`, with extra compose replacements.
+    fn bundle(&self, release: u64, replacements: &[(&str, &str)]) -> PathBuf {
+        let name = format!("name: {}", self.project);
+        let port = format!("127.0.0.1:{}:8080", self.port);
+        let mut all = vec![("name: teststack", name.as_str()), ("127.0.0.1:18080:8080", port.as_str())];
+        all.extend_from_slice(replacements);
+        let compose = self.ws.stack(&format!("r{release}-{}", replacements.len()), &all);
+        let out = self.ws.path(&format!("bundle-r{release}-{}.tar", replacements.len()));
+        let r = self.ws.build(&compose, release, &out, &[]);
+        assert_eq!(r.code, 0, "build: {r:?}");
+        out
+    }
+
+    fn installer(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("installer"));
+        c.args(args).env("INSTALLER_STATE_DIR", &self.state).env_remove("MIGRATE_FAIL").env_remove("MIGRATE_SLEEP");
+        c
+    }
+
+    fn apply_cmd(&self, bundle: &std::path::Path) -> Command {
+        let mut c = self.installer(&["apply"]);
+        c.arg(bundle).arg("--key").arg(&self.ws.public).arg("--values").arg(&self.values);
+        c
+    }
+
+    fn apply(&self, bundle: &std::path::Path, env: &[(&str, &str)]) -> Run {
+        let mut c = self.apply_cmd(bundle);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run(&mut c)
+    }
+
+    fn container_id(&self, service: &str) -> Option<String> {
+        let r =
+            run(Command::new("docker").args(["inspect", "-f", "{{.Id}}", &format!("{}-{service}-1", self.project)]));
+        (r.code == 0).then(|| r.stdout.trim().to_string())
+    }
+
+    fn running(&self, service: &str) -> bool {
+        let r = run(Command::new("docker").args([
+            "inspect",
+            "-f",
+            "{{.State.Running}}",
+            &format!("{}-{service}-1", self.project),
+        ]));
+        r.stdout.trim() == "true"
+    }
+
+    /// Lines in the migration volume's log: how many times the migration ran.
+    fn migration_runs(&self) -> usize {
+        let r = run(Command::new("docker").args([
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}_migrations:/data", self.project),
+            "127.0.0.1:5000/test/base:1",
+            "sh",
+            "-c",
+            "cat /data/migrations.log 2>/dev/null || true",
+        ]));
+        assert_eq!(r.code, 0, "{r:?}");
+        r.stdout.lines().filter(|l| l.starts_with("migrated")).count()
+    }
+
+    fn http_get(&self) -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to web");
+        s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    }
+
+    fn status(&self) -> (i32, serde_json::Value) {
+        let r = run(&mut self.installer(&["status", "--json"]));
+        (r.code, serde_json::from_str(&r.stdout).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        remove_project(&self.project);
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn apply_starts_the_stack_and_a_rerun_changes_nothing() {
+    if !e2e_enabled("apply_starts_the_stack_and_a_rerun_changes_nothing") {
+        return;
+    }
+    let site = Site::new("e2e-basic", 18181);
+    let bundle = site.bundle(1, &[]);
+    let r = site.apply(&bundle, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        !r.stderr.contains("correct-horse-battery") && !r.stdout.contains("correct-horse-battery"),
+        "secret printed"
+    );
+    assert!(site.http_get().contains("web release 1"));
+    assert_eq!(site.migration_runs(), 1);
+    let (code, status) = site.status();
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["healthy"], true);
+    assert_eq!(status["release"], 1);
+    let ids: Vec<_> = ["db", "web"].iter().map(|s| site.container_id(s).unwrap()).collect();
+    // Compose labels, so `docker compose -p <project> ps` shows the containers.
+    let r = run(Command::new("docker").args(["ps", "-q", "--filter", "label=com.docker.compose.project=e2e-basic"]));
+    assert_eq!(r.stdout.lines().count(), 2, "{r:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(site.state.join("values.env")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let r = site.apply(&bundle, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("migrate: skip"), "{r:?}");
+    let again: Vec<_> = ["db", "web"].iter().map(|s| site.container_id(s).unwrap()).collect();
+    assert_eq!(ids, again, "unchanged services were recreated");
+    assert_eq!(site.migration_runs(), 1, "the migration ran twice");
+    // The key given at first install is now trusted: no --key needed.
+    let r = run(site.installer(&["apply"]).arg(&bundle));
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // Status says so when a service is down.
+    let r = run(Command::new("docker").args(["stop", "e2e-basic-web-1"]));
+    assert_eq!(r.code, 0);
+    let r = run(&mut site.installer(&["status"]));
+    assert_eq!(r.code, 40, "{r:?}");
+    assert!(r.stdout.contains("web") && r.stdout.contains("not ok"), "{r:?}");
+}
+
+#[test]
+fn status_before_any_install_says_so() {
+    let ws = Workspace::new();
+    let r = run(Command::new(bin("installer")).arg("status").env("INSTALLER_STATE_DIR", ws.path("state")));
+    assert_eq!(r.code, 41, "{r:?}");
+    assert!(r.stderr.contains("hint:"), "{r:?}");
+}
+
+#[test]
+fn a_tampered_bundle_changes_nothing_on_the_host() {
+    if !e2e_enabled("a_tampered_bundle_changes_nothing_on_the_host") {
+        return;
+    }
+    let ws = Workspace::new();
+    let dir = ws.path("tool");
+    std::fs::create_dir_all(&dir).unwrap();
+    let compose = dir.join("compose.yaml");
+    std::fs::write(
+        &compose,
+        "name: e2e-tamper\nx-bundle: {product: tampertest}\nservices:\n  tool:\n    image: 127.0.0.1:5000/test/tool:1\n    command: [sleep, \"3600\"]\n",
+    )
+    .unwrap();
+    let good = ws.path("good.tar");
+    assert_eq!(ws.build(&compose, 1, &good, &[]).code, 0);
+    remove_project("e2e-tamper");
+    // Make sure the image must really be loaded.
+    let _ = run(Command::new("docker").args(["rmi", "127.0.0.1:5000/test/tool:1"]));
+    let mut bytes = std::fs::read(&good).unwrap();
+    let at = bytes.len() - 1024 - 300;
+    bytes[at] ^= 0x20;
+    let bad = ws.path("bad.tar");
+    std::fs::write(&bad, &bytes).unwrap();
+
+    let before = docker_snapshot();
+    let state = ws.path("state");
+    let apply = |bundle: &std::path::Path| {
+        run(Command::new(bin("installer"))
+            .arg("apply")
+            .arg(bundle)
+            .arg("--key")
+            .arg(&ws.public)
+            .env("INSTALLER_STATE_DIR", &state))
+    };
+    let r = apply(&bad);
+    assert_eq!(r.code, 20, "{r:?}");
+    assert!(r.stderr.contains("images/blobs/sha256/") && r.stderr.contains("hint:"), "{r:?}");
+    assert_eq!(docker_snapshot(), before, "the host changed");
+    assert!(!state.join("installed.json").exists());
+
+    let r = apply(&good);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("Loaded image: 127.0.0.1:5000/test/tool:1"), "the image was not loaded: {r:?}");
+    remove_project("e2e-tamper");
+}
+
+#[test]
+fn docker_unreachable_gets_its_exit_code_and_a_rerun_converges() {
+    if !e2e_enabled("docker_unreachable_gets_its_exit_code_and_a_rerun_converges") {
+        return;
+    }
+    let site = Site::new("e2e-docker", 18182);
+    let bundle = site.bundle(1, &[]);
+    let r = run(site.apply_cmd(&bundle).env("DOCKER_HOST", "unix:///nonexistent/docker.sock"));
+    assert_eq!(r.code, 31, "{r:?}");
+    assert!(r.stderr.contains("hint:") && r.stderr.contains("Docker"), "{r:?}");
+
+    // Docker goes away in the middle: a proxy socket that is cut once the db container exists.
+    let proxy = Proxy::start(site.ws.path("docker-proxy.sock"));
+    let child = site
+        .apply_cmd(&bundle)
+        .env("DOCKER_HOST", format!("unix://{}", proxy.path.display()))
+        .env("MIGRATE_SLEEP", "3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the migration to start", Duration::from_secs(60), || site.running("migrate"));
+    proxy.cut();
+    let out: Run = child.wait_with_output().unwrap().into();
+    assert_eq!(out.code, 31, "{out:?}");
+    let r = site.apply(&bundle, &[("MIGRATE_SLEEP", "3")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(site.http_get().contains("web release 1"));
+    assert_eq!(site.migration_runs(), 1, "the migration ran twice");
+}
+
+#[test]
+fn a_failing_migration_stops_before_its_dependents() {
+    if !e2e_enabled("a_failing_migration_stops_before_its_dependents") {
+        return;
+    }
+    let site = Site::new("e2e-migfail", 18183);
+    let r1 = site.bundle(1, &[]);
+    assert_eq!(site.apply(&r1, &[]).code, 0);
+    let web = site.container_id("web").unwrap();
+    let r2 = site.bundle(2, &[]);
+    let r = site.apply(&r2, &[("MIGRATE_FAIL", "1")]);
+    assert_eq!(r.code, 33, "{r:?}");
+    assert!(r.stderr.contains("migration `migrate`") && r.stderr.contains("boom: migration failed"), "{r:?}");
+    assert!(r.stderr.contains("hint:"), "{r:?}");
+    assert_eq!(site.container_id("web").unwrap(), web, "web was replaced");
+    assert!(site.running("web"));
+    assert!(site.http_get().contains("web release 1"));
+    assert_eq!(site.migration_runs(), 1);
+    // Fixed: the same bundle goes through and release 2's migration runs once.
+    let r = site.apply(&r2, &[("MIGRATE_FAIL", "0")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(site.migration_runs(), 2);
+}
+
+#[test]
+fn a_service_that_never_gets_healthy_fails_the_gate() {
+    if !e2e_enabled("a_service_that_never_gets_healthy_fails_the_gate") {
+        return;
+    }
+    let site = Site::new("e2e-unhealthy", 18184);
+    let bundle = site.bundle(1, &[("stack/web:1", "stack/web:broken")]);
+    let r = site.apply(&bundle, &[]);
+    assert_eq!(r.code, 34, "{r:?}");
+    assert!(r.stderr.contains("service `web`") && r.stderr.contains("health gate 30s"), "{r:?}");
+    assert!(r.stderr.contains("hint:"), "{r:?}");
+}
+
+#[test]
+fn a_port_in_use_is_named_before_anything_changes() {
+    if !e2e_enabled("a_port_in_use_is_named_before_anything_changes") {
+        return;
+    }
+    let site = Site::new("e2e-port", 18185);
+    let bundle = site.bundle(1, &[]);
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", 18185)).unwrap();
+    let before = docker_snapshot();
+    let r = site.apply(&bundle, &[]);
+    assert_eq!(r.code, 30, "{r:?}");
+    assert!(r.stderr.contains("service `web`") && r.stderr.contains("127.0.0.1:18185"), "{r:?}");
+    assert_eq!(docker_snapshot(), before, "the host changed");
+}
+
+#[test]
+fn a_second_apply_waits_for_the_lock() {
+    if !e2e_enabled("a_second_apply_waits_for_the_lock") {
+        return;
+    }
+    let site = Site::new("e2e-lock", 18186);
+    let bundle = site.bundle(1, &[]);
+    std::fs::create_dir_all(&site.state).unwrap();
+    let lock =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(site.state.join("lock")).unwrap();
+    lock.lock().unwrap();
+    let r = site.apply(&bundle, &[]);
+    assert_eq!(r.code, 36, "{r:?}");
+    assert!(r.stderr.contains("lock"), "{r:?}");
+    drop(lock);
+}
+
+#[test]
+fn kill_9_during_the_migration_then_rerun_runs_it_exactly_once() {
+    if !e2e_enabled("kill_9_during_the_migration_then_rerun_runs_it_exactly_once") {
+        return;
+    }
+    let site = Site::new("e2e-kill-mig", 18187);
+    let bundle = site.bundle(1, &[]);
+    let mut child = site.apply_cmd(&bundle).env("MIGRATE_SLEEP", "3").stderr(Stdio::null()).spawn().unwrap();
+    wait_until("the migration to start", Duration::from_secs(60), || site.running("migrate"));
+    child.kill().unwrap();
+    let _ = child.wait();
+    let r = site.apply(&bundle, &[("MIGRATE_SLEEP", "3")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("resum"), "{r:?}");
+    assert!(site.http_get().contains("web release 1"));
+    assert_eq!(site.migration_runs(), 1, "the migration ran twice");
+}
+
+#[test]
+fn kill_9_at_several_points_then_rerun_converges() {
+    if !e2e_enabled("kill_9_at_several_points_then_rerun_converges") {
+        return;
+    }
+    let site = Site::new("e2e-kill", 18188);
+    let bundle = site.bundle(1, &[]);
+    // Early (verify/load), between services, during the health wait.
+    for delay_ms in [50, 400, 1500, 3000, 4500] {
+        let mut child = site.apply_cmd(&bundle).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+    let r = site.apply(&bundle, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(site.http_get().contains("web release 1"));
+    let (code, status) = site.status();
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(site.migration_runs(), 1, "the migration ran more than once");
+}
+
+/// A unix-socket proxy in front of the Docker socket that can be cut, as if dockerd died.
+struct Proxy {
+    path: PathBuf,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    fn start(path: PathBuf) -> Self {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let listener = UnixListener::bind(&path).unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cut.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { break };
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(server) = UnixStream::connect("/var/run/docker.sock") else { break };
+                let pairs = [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)];
+                for (mut from, mut to) in pairs {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        loop {
+                            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                                break;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { path, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

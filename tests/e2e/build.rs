@@ -296,13 +296,28 @@ fn digest_mismatch_from_the_registry_is_refused() {
     let push_blob = |bytes: &[u8], digest: &manifests::Digest| {
         let f = ws.path("blob");
         std::fs::write(&f, bytes).unwrap();
-        let r = run(Command::new("curl").args(["-sf", "-X", "POST", "-D", "-", "-o", "/dev/null",
-            "http://127.0.0.1:5000/v2/test/corrupt/blobs/uploads/"]));
-        let location = r.stdout.lines().find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
-            .expect("upload location").trim().to_string();
+        let r = run(Command::new("curl").args([
+            "-sf",
+            "-X",
+            "POST",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "http://127.0.0.1:5000/v2/test/corrupt/blobs/uploads/",
+        ]));
+        let location = r
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
+            .expect("upload location")
+            .trim()
+            .to_string();
         let sep = if location.contains('?') { '&' } else { '?' };
-        let r = run(Command::new("curl").args(["-sf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
-            .arg(format!("@{}", f.display())).arg(format!("{location}{sep}digest={digest}")));
+        let r = run(Command::new("curl")
+            .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+            .arg(format!("@{}", f.display()))
+            .arg(format!("{location}{sep}digest={digest}")));
         assert_eq!(r.code, 0, "{r:?}");
     };
     push_blob(&layer, &layer_digest);
@@ -310,8 +325,16 @@ fn digest_mismatch_from_the_registry_is_refused() {
     let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest.to_string(), "size": layer.len()}]});
-    let r = run(Command::new("curl").args(["-sf", "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json",
-        "--data-binary", &manifest.to_string(), "http://127.0.0.1:5000/v2/test/corrupt/manifests/1"]));
+    let r = run(Command::new("curl").args([
+        "-sf",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &manifest.to_string(),
+        "http://127.0.0.1:5000/v2/test/corrupt/manifests/1",
+    ]));
     assert_eq!(r.code, 0, "{r:?}");
     let dev = std::env::var("BUNDLER_DEV_DIR").unwrap_or_else(|_| "/var/lib/bundler-dev".into());
     let hex = layer_digest.hex();

@@ -93,7 +93,15 @@ fn truncation_anywhere_is_rejected() {
     let entries = split_tar(&f.bytes);
     let layer = entries.iter().position(|e| e.data.len() > 100_000).unwrap();
     rejected(&[], Exit::BundleInvalid, "empty");
-    for cut in [100, 600, 512 + 100, offset_of(&entries, 3) + 10, offset_of(&entries, layer) + 512 + 4096, f.bytes.len() - 600, f.bytes.len() - 1] {
+    for cut in [
+        100,
+        600,
+        512 + 100,
+        offset_of(&entries, 3) + 10,
+        offset_of(&entries, layer) + 512 + 4096,
+        f.bytes.len() - 600,
+        f.bytes.len() - 1,
+    ] {
         let e = verify(&f.bytes[..cut], &f.keys).expect_err("a truncated bundle verified");
         assert!(matches!(e.exit(), Exit::BundleInvalid | Exit::SignatureRejected), "cut at {cut}: {e}");
     }
@@ -137,14 +145,20 @@ fn links_devices_and_escaping_paths_are_rejected() {
     let f = fixture();
     let entries = split_tar(&f.bytes);
     let cases: Vec<(&str, Box<dyn Fn(&mut tar::Header)>)> = vec![
-        ("symbolic link", Box::new(|h| {
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_link_name("/etc/passwd").unwrap();
-        })),
-        ("hard link", Box::new(|h| {
-            h.set_entry_type(tar::EntryType::Link);
-            h.set_link_name("bundle.json").unwrap();
-        })),
+        (
+            "symbolic link",
+            Box::new(|h| {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_link_name("/etc/passwd").unwrap();
+            }),
+        ),
+        (
+            "hard link",
+            Box::new(|h| {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_link_name("bundle.json").unwrap();
+            }),
+        ),
         ("device", Box::new(|h| h.set_entry_type(tar::EntryType::Char))),
         ("directory", Box::new(|h| h.set_entry_type(tar::EntryType::Directory))),
     ];

@@ -111,7 +111,7 @@ impl Workspace {
     /// On I/O errors.
     #[must_use]
     pub fn stack(&self, name: &str, replacements: &[(&str, &str)]) -> PathBuf {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/stack");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/busybox-stack");
         let dst = self.path(name);
         std::fs::create_dir_all(dst.join("conf")).expect("mkdir");
         for f in ["conf/web.env", "conf/site.conf"] {
