@@ -453,13 +453,17 @@ async fn run_service<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan, host: &HostS
 }
 
 /// Stop the current container and keep it under another name until the new release is healthy.
-async fn set_aside<E: Engine>(ctx: &Ctx<'_, E>, old: &ContainerState, name: &str) -> Result<(), InstallError> {
+/// If a container is already set aside, an earlier apply failed or was interrupted after
+/// replacing this service: the set-aside one is the last good release, so it is kept and the
+/// current one (from the failed attempt) is removed.
+async fn set_aside<E: Engine>(ctx: &Ctx<'_, E>, current: &ContainerState, name: &str) -> Result<(), InstallError> {
     let previous = previous_name(name);
-    if let Some(older) = ctx.engine.container(&previous).await? {
-        ctx.engine.remove(&older.id).await?;
+    if ctx.engine.container(&previous).await?.is_some() {
+        ctx.engine.stop(&current.id, 10).await?;
+        return ctx.engine.remove(&current.id).await;
     }
-    ctx.engine.stop(&old.id, 10).await?;
-    ctx.engine.rename(&old.id, &previous).await
+    ctx.engine.stop(&current.id, 10).await?;
+    ctx.engine.rename(&current.id, &previous).await
 }
 
 async fn create_and_start<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan) -> Result<String, InstallError> {

@@ -157,7 +157,8 @@ impl Diagnose for InstallError {
             InstallError::Load { .. } => Exit::LoadFailed,
             InstallError::JobFailed { .. } => Exit::MigrationFailed,
             InstallError::Unhealthy { .. } => Exit::HealthGateFailed,
-            InstallError::Locked { .. } | InstallError::Interrupted(_) => Exit::ApplyLocked,
+            InstallError::Locked { .. } => Exit::ApplyLocked,
+            InstallError::Interrupted(_) => Exit::Interrupted,
             InstallError::State { source, .. } => match io_exit(source) {
                 Exit::DiskFull => Exit::DiskFull,
                 _ => Exit::Failure,

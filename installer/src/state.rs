@@ -11,7 +11,7 @@
 //! installed.json          the release that is installed and its containers
 //! journal.json            steps of the current or last apply, each started/done
 //! migrations.json         every migration that completed, per release (never forgotten)
-//! values.env              the operator's variables, mode 0600
+//! values.json             the operator's variables, mode 0600
 //! releases/<n>/bundle.json, releases/<n>/files/...   the manifest and config files of release n
 //! ```
 
@@ -272,26 +272,19 @@ impl StateDir {
     pub fn save_migrations(&self, m: &Migrations) -> Result<(), InstallError> {
         self.write_json("migrations.json", m)
     }
-    /// Saved operator values.
+    /// Saved operator values (JSON, so every value round-trips exactly).
     ///
     /// # Errors
     /// Unreadable state.
     pub fn values(&self) -> Result<BTreeMap<String, String>, InstallError> {
-        let path = self.root.join("values.env");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => crate::values::parse_env(&text).map_err(|message| InstallError::Values { path, message }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(InstallError::State { path, source: e }),
-        }
+        Ok(self.read_json("values.json")?.unwrap_or_default())
     }
     /// Save operator values (0600).
     ///
     /// # Errors
     /// Write failures.
     pub fn save_values(&self, values: &BTreeMap<String, String>) -> Result<(), InstallError> {
-        self.create()?;
-        let text = crate::values::to_env(values);
-        write_atomic(&self.root.join("values.env"), text.as_bytes(), 0o600)
+        self.write_json("values.json", values)
     }
 }
 

@@ -33,19 +33,6 @@ pub fn parse_env(text: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
-/// Serialize as `NAME=value` lines (values single-quoted when they need it).
-#[must_use]
-pub fn to_env(values: &BTreeMap<String, String>) -> String {
-    let mut s = String::from("# written by installer; mode 0600\n");
-    for (k, v) in values {
-        s.push_str(k);
-        s.push('=');
-        s.push_str(v);
-        s.push('\n');
-    }
-    s
-}
-
 /// Resolve every declared variable: environment > --values file > saved > default.
 ///
 /// # Errors

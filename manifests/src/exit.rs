@@ -43,10 +43,12 @@ pub enum Exit {
     MigrationFailed = 33,
     /// A service did not become healthy in time.
     HealthGateFailed = 34,
-    /// A container could not be created or started (e.g. a host port in use).
+    /// Docker refused to create or start a container (its message says why).
     StartFailed = 35,
-    /// A previous apply was interrupted and could not be resumed, or another apply holds the lock.
+    /// Another apply holds the state directory's lock.
     ApplyLocked = 36,
+    /// The apply was stopped by a signal (Ctrl-C, SIGTERM, SIGHUP); running it again resumes.
+    Interrupted = 37,
     /// `installer status`: something is not running or not healthy.
     Unhealthy = 40,
     /// `installer status`: nothing is installed yet.
@@ -77,6 +79,7 @@ impl Exit {
         Exit::HealthGateFailed,
         Exit::StartFailed,
         Exit::ApplyLocked,
+        Exit::Interrupted,
         Exit::Unhealthy,
         Exit::NotInstalled,
     ];
@@ -112,6 +115,7 @@ impl Exit {
             Exit::HealthGateFailed => "health-gate-failed",
             Exit::StartFailed => "start-failed",
             Exit::ApplyLocked => "apply-locked",
+            Exit::Interrupted => "interrupted",
             Exit::Unhealthy => "unhealthy",
             Exit::NotInstalled => "not-installed",
         }
@@ -134,5 +138,23 @@ pub fn io_exit(err: &std::io::Error) -> Exit {
     match err.kind() {
         std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Exit::DiskFull,
         _ => Exit::Failure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+
+    /// docs/cli.md documents every exit code, with its number and name.
+    #[test]
+    fn every_exit_code_is_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cli.md")).unwrap();
+        for e in Exit::ALL {
+            let row = format!("| {} | `{}` |", e.code(), e.name());
+            assert!(doc.contains(&row), "docs/cli.md lacks the row `{row}`");
+        }
+        let mut codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        codes.dedup();
+        assert_eq!(codes.len(), Exit::ALL.len(), "two exit codes share a number");
     }
 }

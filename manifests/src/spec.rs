@@ -679,8 +679,9 @@ pub fn substitute(value: &str, values: &BTreeMap<String, String>) -> Result<Stri
             out.push_str(values.get(name).ok_or_else(|| format!("no value for variable `{name}`"))?);
             rest = &inner[end + 1..];
         } else {
+            let starts_name = after.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
             let len = after.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
-            if len == 0 {
+            if !starts_name || len == 0 {
                 out.push('$');
                 rest = after;
             } else {
@@ -891,7 +892,9 @@ fn parse_port(s: &str) -> Result<PortMapping, String> {
         [host, container] => ("0.0.0.0".to_string(), port(host)?, port(container)?),
         [ip, host, container] => (ip.to_string(), port(host)?, port(container)?),
         [_] => {
-            return Err(format!("`{s}`: give a fixed host port, e.g. `8080:{s}` (random host ports are not supported)"));
+            return Err(format!(
+                "`{s}`: give a fixed host port, e.g. `8080:{s}` (random host ports are not supported)"
+            ));
         }
         _ => return Err(format!("`{s}` is not [ip:]host:container[/proto]")),
     };
@@ -1027,6 +1030,8 @@ volumes:
         assert_eq!(parse_bytes("1G").unwrap(), 1 << 30);
         let values = BTreeMap::from([("A".to_string(), "x".to_string())]);
         assert_eq!(substitute("$A-${A}-$$A", &values).unwrap(), "x-x-$A");
+        assert_eq!(substitute("awk '{print $1}'", &values).unwrap(), "awk '{print $1}'");
+        assert!(check_variables("awk '{print $1}'", &BTreeMap::new()).is_ok());
         assert!(substitute("${B}", &values).is_err());
     }
 }

@@ -145,7 +145,7 @@ fn apply_starts_the_stack_and_a_rerun_changes_nothing() {
     let r = run(Command::new("docker").args(["ps", "-q", "--filter", "label=com.docker.compose.project=e2e-basic"]));
     assert_eq!(r.stdout.lines().count(), 2, "{r:?}");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(site.state.join("values.env")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(site.state.join("values.json")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 
     let r = site.apply(&bundle, &[]);

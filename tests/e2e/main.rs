@@ -3,9 +3,11 @@
 //! - `build`: `bundler build` against a real registry, its bad inputs (issue 3)
 //! - `tamper`: verification of damaged and forged bundles, with a property test (issue 3)
 //! - `apply`: `installer apply` on a real dockerd, its faults and interruptions (issue 4)
+//! - `fake`: the apply logic on a fake Engine, no Docker needed (runs in plain `cargo test`)
 //!
 //! Docker-touching tests share one daemon, so `scripts/test` runs this binary with one thread.
 
 mod apply;
 mod build;
+mod fake;
 mod tamper;

@@ -1,0 +1,365 @@
+//! The apply logic without Docker and without a registry (plain `cargo test`): a bundle built by
+//! the bundler library from an in-memory image source, applied by the installer library to a
+//! fake Engine passed in explicitly, which records every call.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Mutex;
+
+use bundler::registry::{ImageSource, RegistryError, ResolvedManifest};
+use bytes::Bytes;
+use installer::engine::{ContainerSpec, ContainerState, Engine, EngineInfo, Health};
+use installer::error::InstallError;
+use manifests::{Diagnose, Digest, Exit};
+use tokio::sync::mpsc;
+
+/// Images made in memory: one shared base layer, one layer of its own each.
+struct FakeSource {
+    manifests: BTreeMap<String, Vec<u8>>,
+    blobs: BTreeMap<Digest, Vec<u8>>,
+}
+
+fn layer(name: &str, content: &str) -> Vec<u8> {
+    let mut t = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).unwrap();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    t.append(&h, content.as_bytes()).unwrap();
+    t.into_inner().unwrap()
+}
+
+impl FakeSource {
+    fn new(images: &[&str]) -> Self {
+        let mut blobs = BTreeMap::new();
+        let mut manifests = BTreeMap::new();
+        let base = layer("base.txt", "shared base");
+        let base_digest = Digest::of(&base);
+        blobs.insert(base_digest, base.clone());
+        for reference in images {
+            let own = layer("own.txt", reference);
+            let own_digest = Digest::of(&own);
+            blobs.insert(own_digest, own.clone());
+            let config = serde_json::to_vec(&serde_json::json!({
+                "architecture": "amd64", "os": "linux", "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [base_digest.to_string(), own_digest.to_string()]}
+            }))
+            .unwrap();
+            let config_digest = Digest::of(&config);
+            blobs.insert(config_digest, config.clone());
+            let manifest = serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+                "layers": [
+                    {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": base_digest.to_string(), "size": base.len()},
+                    {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": own_digest.to_string(), "size": own.len()}
+                ]
+            }))
+            .unwrap();
+            manifests.insert((*reference).to_string(), manifest);
+        }
+        Self { manifests, blobs }
+    }
+}
+
+impl ImageSource for FakeSource {
+    async fn resolve(&self, reference: &str) -> Result<ResolvedManifest, RegistryError> {
+        let raw = self
+            .manifests
+            .get(reference)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound { registry: "fake.local".into(), reference: reference.into() })?;
+        Ok(ResolvedManifest { index_digest: None, digest: Digest::of(&raw), raw })
+    }
+    async fn fetch_blob(
+        &self,
+        _reference: &str,
+        digest: &Digest,
+        dest: &Path,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), RegistryError> {
+        let bytes =
+            self.blobs.get(digest).or_else(|| self.manifests.values().find(|m| Digest::of(m) == *digest)).unwrap();
+        std::fs::write(dest, bytes).unwrap();
+        progress(bytes.len() as u64);
+        Ok(())
+    }
+}
+
+/// Records calls; containers come up healthy; jobs exit with a scripted code.
+#[derive(Default)]
+struct FakeEngine {
+    calls: Mutex<Vec<String>>,
+    images: Mutex<BTreeSet<Digest>>,
+    containers: Mutex<BTreeMap<String, ContainerState>>,
+    exit_codes: BTreeMap<String, i64>,
+    next_id: Mutex<u32>,
+}
+
+impl FakeEngine {
+    fn call(&self, c: String) {
+        self.calls.lock().unwrap().push(c);
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn take_calls(&self) -> Vec<String> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+    fn by_id(&self, id: &str) -> Option<String> {
+        self.containers.lock().unwrap().iter().find(|(_, c)| c.id == id || c.name == id).map(|(n, _)| n.clone())
+    }
+}
+
+impl Engine for FakeEngine {
+    async fn info(&self) -> Result<EngineInfo, InstallError> {
+        Ok(EngineInfo { server_version: "fake".into(), api_version: "1.41".into(), ..Default::default() })
+    }
+    async fn image_ids(&self) -> Result<BTreeSet<Digest>, InstallError> {
+        Ok(self.images.lock().unwrap().clone())
+    }
+    async fn chain_ids(&self) -> Result<BTreeSet<Digest>, InstallError> {
+        Ok(BTreeSet::new())
+    }
+    async fn load(&self, mut body: mpsc::Receiver<std::io::Result<Bytes>>) -> Result<Vec<String>, InstallError> {
+        let mut all = Vec::new();
+        while let Some(chunk) = body.recv().await {
+            all.extend_from_slice(&chunk.map_err(|e| InstallError::Load { message: e.to_string() })?);
+        }
+        let mut archive = tar::Archive::new(all.as_slice());
+        let mut names = Vec::new();
+        let mut manifest = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            if name == "manifest.json" {
+                entry.read_to_end(&mut manifest).unwrap();
+            }
+            names.push(name);
+        }
+        assert_eq!(names.last().map(String::as_str), Some("manifest.json"), "manifest.json must come last: {names:?}");
+        let parsed: Vec<serde_json::Value> = serde_json::from_slice(&manifest).unwrap();
+        let mut loaded = Vec::new();
+        for image in parsed {
+            let config = image["Config"].as_str().unwrap();
+            let id: Digest = format!("sha256:{}", config.trim_end_matches(".json")).parse().unwrap();
+            self.images.lock().unwrap().insert(id);
+            for tag in image["RepoTags"].as_array().unwrap() {
+                loaded.push(format!("Loaded image: {}", tag.as_str().unwrap()));
+            }
+        }
+        self.call(format!("load {} entries", names.len()));
+        Ok(loaded)
+    }
+    async fn tag(&self, _image_id: &Digest, reference: &str) -> Result<(), InstallError> {
+        self.call(format!("tag {reference}"));
+        Ok(())
+    }
+    async fn ensure_network(&self, name: &str, _labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
+        self.call(format!("network {name}"));
+        Ok(())
+    }
+    async fn ensure_volume(&self, name: &str, _labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
+        self.call(format!("volume {name}"));
+        Ok(())
+    }
+    async fn container(&self, name: &str) -> Result<Option<ContainerState>, InstallError> {
+        let key = self.by_id(name);
+        Ok(key.and_then(|k| self.containers.lock().unwrap().get(&k).cloned()))
+    }
+    async fn project_containers(&self, project: &str) -> Result<Vec<ContainerState>, InstallError> {
+        Ok(self.containers.lock().unwrap().values().filter(|c| c.name.starts_with(project)).cloned().collect())
+    }
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, InstallError> {
+        let mut n = self.next_id.lock().unwrap();
+        *n += 1;
+        let id = format!("id{n}");
+        self.call(format!("create {}", spec.name));
+        self.containers.lock().unwrap().insert(
+            spec.name.clone(),
+            ContainerState {
+                id: id.clone(),
+                name: spec.name.clone(),
+                labels: spec.labels.clone(),
+                running: false,
+                status: "created".into(),
+                exit_code: None,
+                health: Health::None,
+                health_output: None,
+                image_id: spec.image.clone(),
+                started_at: None,
+            },
+        );
+        Ok(id)
+    }
+    async fn start(&self, id: &str) -> Result<(), InstallError> {
+        let name = self.by_id(id).unwrap();
+        self.call(format!("start {name}"));
+        let service = name.rsplit('-').nth(1).unwrap_or_default().to_string();
+        let mut all = self.containers.lock().unwrap();
+        let c = all.get_mut(&name).unwrap();
+        if let Some(code) = self.exit_codes.get(&service) {
+            c.running = false;
+            c.status = "exited".into();
+            c.exit_code = Some(*code);
+        } else if service == "migrate" {
+            c.status = "exited".into();
+            c.exit_code = Some(0);
+        } else {
+            c.running = true;
+            c.status = "running".into();
+            c.health = Health::Healthy;
+        }
+        Ok(())
+    }
+    async fn stop(&self, id: &str, _timeout_secs: i64) -> Result<(), InstallError> {
+        self.call(format!("stop {id}"));
+        Ok(())
+    }
+    async fn remove(&self, id: &str) -> Result<(), InstallError> {
+        if let Some(name) = self.by_id(id) {
+            self.call(format!("remove {name}"));
+            self.containers.lock().unwrap().remove(&name);
+        }
+        Ok(())
+    }
+    async fn rename(&self, id: &str, new_name: &str) -> Result<(), InstallError> {
+        let name = self.by_id(id).unwrap();
+        let mut all = self.containers.lock().unwrap();
+        let mut c = all.remove(&name).unwrap();
+        c.name = new_name.to_string();
+        all.insert(new_name.to_string(), c);
+        Ok(())
+    }
+    async fn wait_exit(&self, id: &str) -> Result<i64, InstallError> {
+        let name = self.by_id(id).unwrap();
+        Ok(self.containers.lock().unwrap()[&name].exit_code.unwrap_or(0))
+    }
+    async fn logs(&self, _id: &str, _lines: usize) -> Result<String, InstallError> {
+        Ok("boom: scripted failure".into())
+    }
+}
+
+const COMPOSE: &str = r"
+name: fake
+x-bundle:
+  product: fake
+  migrations: [migrate]
+services:
+  db:
+    image: fake.local/db:1
+    volumes: [data:/data]
+  migrate:
+    image: fake.local/app:1
+    depends_on: {db: {condition: service_healthy}}
+  web:
+    image: fake.local/app:1
+    depends_on:
+      db: {condition: service_healthy}
+      migrate: {condition: service_completed_successfully}
+  cache:
+    image: fake.local/db:1
+volumes:
+  data:
+";
+
+fn build_bundle(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let compose = dir.join("compose.yaml");
+    std::fs::write(&compose, COMPOSE).unwrap();
+    let key = manifests::SecretKey::generate();
+    let (secret, public) = (dir.join("k.key"), dir.join("k.pub"));
+    std::fs::write(&secret, key.to_file_string()).unwrap();
+    std::fs::write(&public, key.public_key().to_file_string()).unwrap();
+    let out = dir.join("b.tar");
+    let opts = bundler::build::BuildOptions {
+        compose,
+        secret_key: secret,
+        version: "1".into(),
+        release: 1,
+        output: out.clone(),
+        cache_dir: dir.join("cache"),
+        created: 1_790_000_000,
+        valid_days: None,
+        jobs: 2,
+    };
+    let source = FakeSource::new(&["fake.local/db:1", "fake.local/app:1"]);
+    runtime().block_on(bundler::build::build(&opts, &source, &bundler::report::Silent)).unwrap();
+    (out, public)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn options(dir: &Path, bundle: &Path, public: &Path) -> installer::apply::ApplyOptions {
+    installer::apply::ApplyOptions {
+        bundle: bundle.to_path_buf(),
+        keys: vec![public.to_path_buf()],
+        state_dir: dir.join("state"),
+        values_file: None,
+        allow_downgrade: false,
+    }
+}
+
+fn position(calls: &[String], call: &str) -> usize {
+    calls.iter().position(|c| c == call).unwrap_or_else(|| panic!("no `{call}` in {calls:?}"))
+}
+
+#[test]
+fn apply_loads_then_starts_in_dependency_order_and_a_rerun_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, public) = build_bundle(dir.path());
+    let engine = FakeEngine::default();
+    let opts = options(dir.path(), &bundle, &public);
+    let outcome = runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap();
+    let calls = engine.take_calls();
+    let load = calls.iter().position(|c| c.starts_with("load ")).expect("images loaded");
+    assert!(load < position(&calls, "network fake_default"));
+    assert!(position(&calls, "volume fake_data") < position(&calls, "create fake-db-1"));
+    assert!(position(&calls, "start fake-db-1") < position(&calls, "create fake-migrate-1"));
+    assert!(position(&calls, "start fake-migrate-1") < position(&calls, "create fake-web-1"));
+    assert_eq!(outcome.migrations_run, vec!["migrate"]);
+    assert!(outcome.bytes_sent > 0);
+
+    let again = runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap();
+    let calls = engine.take_calls();
+    assert!(!calls.iter().any(|c| c.starts_with("create") || c.starts_with("load")), "rerun changed things: {calls:?}");
+    assert!(again.migrations_run.is_empty());
+    assert_eq!(again.bytes_sent, 0);
+    let mut kept = again.kept.clone();
+    kept.sort();
+    assert_eq!(kept, vec!["cache", "db", "web"]);
+}
+
+#[test]
+fn a_failing_migration_stops_before_the_services_that_need_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, public) = build_bundle(dir.path());
+    let engine = FakeEngine { exit_codes: BTreeMap::from([("migrate".to_string(), 3)]), ..FakeEngine::default() };
+    let opts = options(dir.path(), &bundle, &public);
+    let err = runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap_err();
+    assert_eq!(err.exit(), Exit::MigrationFailed);
+    assert!(err.to_string().contains("migration `migrate`") && err.to_string().contains("boom"), "{err}");
+    let calls = engine.calls();
+    assert!(!calls.iter().any(|c| c == "create fake-web-1"), "web was created: {calls:?}");
+    assert!(calls.iter().any(|c| c == "create fake-db-1"));
+}
+
+#[test]
+fn a_bundle_for_another_product_is_refused_before_any_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, public) = build_bundle(dir.path());
+    let engine = FakeEngine::default();
+    let opts = options(dir.path(), &bundle, &public);
+    runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap();
+    let state = installer::state::StateDir::new(dir.path().join("state"));
+    let mut installed = state.installed().unwrap().unwrap();
+    installed.product = "other".into();
+    state.set_installed(&installed).unwrap();
+    engine.take_calls();
+    let err = runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap_err();
+    assert_eq!(err.exit(), Exit::PolicyRejected, "{err}");
+    assert!(engine.calls().is_empty(), "engine touched: {:?}", engine.calls());
+}
