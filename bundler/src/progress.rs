@@ -64,17 +64,4 @@ impl Reporter for Terminal {
     }
 }
 
-/// `12.3 MB`.
-pub fn human_bytes(n: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let f = n as f64;
-    if n >= 1_000_000_000 {
-        format!("{:.2} GB", f / 1e9)
-    } else if n >= 1_000_000 {
-        format!("{:.1} MB", f / 1e6)
-    } else if n >= 1_000 {
-        format!("{:.1} kB", f / 1e3)
-    } else {
-        format!("{n} B")
-    }
-}
+pub use manifests::display::human_bytes;

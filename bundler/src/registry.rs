@@ -208,7 +208,7 @@ impl OciRegistry {
                 RegistryError::AuthRefused { registry, reference: whole, message: format!("{message} ({url})") }
             }
             OciDistributionError::RequestError(e) => {
-                RegistryError::Unreachable { registry, reference: whole, message: error_chain(&e) }
+                RegistryError::Unreachable { registry, reference: whole, message: manifests::display::error_chain(&e) }
             }
             OciDistributionError::DigestError(e) => RegistryError::DigestMismatch {
                 registry,
@@ -219,17 +219,6 @@ impl OciRegistry {
             other => RegistryError::Other { registry, reference: whole, message: other.to_string() },
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[derive(Deserialize)]

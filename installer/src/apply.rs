@@ -172,6 +172,7 @@ pub async fn apply<E: Engine>(
     });
     let installed = state.installed()?;
     check_policy(&manifest, installed.as_ref(), opts.allow_downgrade)?;
+    let installed_before = installed.clone();
     let saved = state.values()?;
     let values = values::resolve(&manifest, opts.values_file.as_deref(), &saved, &|k| std::env::var(k).ok())?;
 
@@ -248,17 +249,13 @@ pub async fn apply<E: Engine>(
         kept: vec![],
         migrations_run: vec![],
     };
-    for wave in &the_plan.waves {
-        let results = futures_util::future::join_all(wave.iter().map(|sp| run_service(&ctx, sp, &host))).await;
-        for (sp, r) in wave.iter().zip(results) {
-            r?;
-            match (&sp.action, sp.kind) {
-                (Action::Run, Kind::Migration | Kind::Backup) => outcome.migrations_run.push(sp.name.clone()),
-                (Action::Create | Action::Recreate { .. } | Action::Run, _) => outcome.changed.push(sp.name.clone()),
-                (Action::Keep, _) => outcome.kept.push(sp.name.clone()),
-                (Action::Skip { .. }, _) => {}
-            }
+    if let Err(cause) = run_waves(&ctx, &the_plan, &host, &mut outcome).await {
+        // Without Docker nothing can be put back; a re-run resumes instead. On a first install
+        // there is no previous release to go back to.
+        if matches!(cause, InstallError::DockerUnreachable { .. }) || installed_before.is_none() {
+            return Err(cause);
         }
+        return Err(rollback(&ctx, &the_plan, cause).await);
     }
 
     // The new release is up: the containers it replaced can go.
@@ -306,6 +303,73 @@ pub async fn apply<E: Engine>(
         seconds: started.elapsed().as_secs_f64(),
     });
     Ok(outcome)
+}
+
+async fn run_waves<E: Engine>(
+    ctx: &Ctx<'_, E>,
+    the_plan: &Plan,
+    host: &HostState,
+    outcome: &mut Outcome,
+) -> Result<(), InstallError> {
+    for wave in &the_plan.waves {
+        let results = futures_util::future::join_all(wave.iter().map(|sp| run_service(ctx, sp, host))).await;
+        for (sp, r) in wave.iter().zip(results) {
+            r?;
+            match (&sp.action, sp.kind) {
+                (Action::Run, Kind::Migration | Kind::Backup) => outcome.migrations_run.push(sp.name.clone()),
+                (Action::Create | Action::Recreate { .. } | Action::Run, _) => outcome.changed.push(sp.name.clone()),
+                (Action::Keep, _) => outcome.kept.push(sp.name.clone()),
+                (Action::Skip { .. }, _) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Put the previous release back after the new one failed: every container set aside is
+/// renamed back and started (replacing the new one), services new in this release are removed,
+/// and the restored services must pass their gates again. Volumes are never touched.
+async fn rollback<E: Engine>(ctx: &Ctx<'_, E>, the_plan: &Plan, cause: InstallError) -> InstallError {
+    let mut restored = Vec::new();
+    for sp in the_plan.waves.iter().flatten().rev() {
+        let step = async {
+            let previous = ctx.engine.container(&previous_name(&sp.container)).await?;
+            let current = ctx.engine.container(&sp.container).await?;
+            match (previous, current) {
+                (Some(prev), current) => {
+                    if let Some(cur) = current {
+                        ctx.engine.remove(&cur.id).await?;
+                    }
+                    ctx.engine.rename(&prev.id, &sp.container).await?;
+                    ctx.engine.start(&prev.id).await?;
+                    ctx.service(&sp.name, "rolled back", Some("previous container started again".into()));
+                    Ok(Some(prev.id))
+                }
+                (None, Some(cur)) if sp.action == Action::Create => {
+                    ctx.engine.remove(&cur.id).await?;
+                    ctx.service(&sp.name, "removed", Some("new in the failed release".into()));
+                    Ok(None)
+                }
+                _ => Ok(None),
+            }
+        };
+        match step.await {
+            Ok(Some(id)) => restored.push((sp, id)),
+            Ok(None) => {}
+            Err(e) => return InstallError::RollbackFailed { cause: Box::new(cause), error: Box::new(e) },
+        }
+    }
+    if restored.is_empty() {
+        return cause;
+    }
+    restored.reverse();
+    for (sp, id) in &restored {
+        if let Err(e) = wait_gate(ctx, sp, id).await {
+            return InstallError::RollbackFailed { cause: Box::new(cause), error: Box::new(e) };
+        }
+    }
+    let services = restored.iter().map(|(sp, _)| sp.name.as_str()).collect::<Vec<_>>().join(", ");
+    InstallError::RolledBack { cause: Box::new(cause), services }
 }
 
 /// Name under which a replaced container waits until the new release is healthy.

@@ -52,21 +52,11 @@ fn classify(action: &str) -> impl Fn(BollardError) -> InstallError + '_ {
             InstallError::Docker { action: action.to_string(), message }
         }
         BollardError::DockerStreamError { error } => InstallError::Load { message: error },
-        other => {
-            InstallError::DockerUnreachable { during: format!(" while trying to {action}"), message: chain(&other) }
-        }
+        other => InstallError::DockerUnreachable {
+            during: format!(" while trying to {action}"),
+            message: manifests::display::error_chain(&other),
+        },
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn is_not_found(e: &BollardError) -> bool {
@@ -146,9 +136,10 @@ impl Engine for DockerEngine {
             let info = item.map_err(|e| match e {
                 BollardError::DockerStreamError { error } => InstallError::Load { message: error },
                 BollardError::DockerResponseServerError { message, .. } => InstallError::Load { message },
-                other => {
-                    InstallError::DockerUnreachable { during: " while loading images".into(), message: chain(&other) }
-                }
+                other => InstallError::DockerUnreachable {
+                    during: " while loading images".into(),
+                    message: manifests::display::error_chain(&other),
+                },
             })?;
             if let Some(line) = info.stream {
                 let line = line.trim();

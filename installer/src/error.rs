@@ -126,6 +126,22 @@ pub enum InstallError {
     /// Interrupted by a signal.
     #[error("interrupted by {0}; the journal records how far the apply got")]
     Interrupted(&'static str),
+    /// The new release failed and the previous release was put back.
+    #[error("{cause}\nthe previous release was put back: {services} running again")]
+    RolledBack {
+        /// Why the new release failed.
+        cause: Box<InstallError>,
+        /// Services restored.
+        services: String,
+    },
+    /// The new release failed and the previous one could not be put back.
+    #[error("{cause}\nputting the previous release back failed too: {error}")]
+    RollbackFailed {
+        /// Why the new release failed.
+        cause: Box<InstallError>,
+        /// Why the rollback failed.
+        error: Box<InstallError>,
+    },
     /// Nothing installed.
     #[error("nothing is installed (no release recorded in {0})")]
     NotInstalled(PathBuf),
@@ -163,6 +179,8 @@ impl Diagnose for InstallError {
                 Exit::DiskFull => Exit::DiskFull,
                 _ => Exit::Failure,
             },
+            InstallError::RolledBack { .. } => Exit::RolledBack,
+            InstallError::RollbackFailed { .. } => Exit::RollbackFailed,
             InstallError::NotInstalled(_) => Exit::NotInstalled,
             InstallError::StatusUnhealthy(_) => Exit::Unhealthy,
         }
@@ -195,8 +213,8 @@ impl Diagnose for InstallError {
                 "check free space on Docker's data root (`docker info`), then run the same command again".into()
             }
             InstallError::JobFailed { service, .. } => format!(
-                "services that depend on `{service}` were not started and the previous containers keep running; \
-                 see `docker logs` of the job, fix the cause, and run the same command again"
+                "services that depend on `{service}` were not started; see `docker logs` of the job, fix the cause, \
+                 and run the same command again"
             ),
             InstallError::Unhealthy { service, .. } => format!(
                 "check `docker logs` and `docker inspect` of `{service}`; fix the cause and run the same command again"
@@ -207,6 +225,16 @@ impl Diagnose for InstallError {
             }
             InstallError::State { .. } => "check free space and permissions of the state directory".into(),
             InstallError::Interrupted(_) => "run the same command again: it resumes and never repeats a finished migration".into(),
+            InstallError::RolledBack { .. } => {
+                "the previous release is running again (volumes untouched; data changes of migrations that completed \
+                 are not undone); fix the cause shown above and apply the bundle again"
+                    .into()
+            }
+            InstallError::RollbackFailed { .. } => {
+                "the previous release's containers are named `<project>-<service>-1-previous`; start them with \
+                 `docker start`, or fix the cause and apply again"
+                    .into()
+            }
             InstallError::NotInstalled(_) => "install a bundle first with `installer apply BUNDLE`".into(),
             InstallError::StatusUnhealthy(_) => "see `docker logs` of the services listed above".into(),
         })

@@ -49,6 +49,10 @@ pub enum Exit {
     ApplyLocked = 36,
     /// The apply was stopped by a signal (Ctrl-C, SIGTERM, SIGHUP); running it again resumes.
     Interrupted = 37,
+    /// The new release failed (migration, start or health gate) and the previous one was put back.
+    RolledBack = 38,
+    /// The new release failed and putting the previous one back failed too.
+    RollbackFailed = 39,
     /// `installer status`: something is not running or not healthy.
     Unhealthy = 40,
     /// `installer status`: nothing is installed yet.
@@ -80,6 +84,8 @@ impl Exit {
         Exit::StartFailed,
         Exit::ApplyLocked,
         Exit::Interrupted,
+        Exit::RolledBack,
+        Exit::RollbackFailed,
         Exit::Unhealthy,
         Exit::NotInstalled,
     ];
@@ -116,6 +122,8 @@ impl Exit {
             Exit::StartFailed => "start-failed",
             Exit::ApplyLocked => "apply-locked",
             Exit::Interrupted => "interrupted",
+            Exit::RolledBack => "rolled-back",
+            Exit::RollbackFailed => "rollback-failed",
             Exit::Unhealthy => "unhealthy",
             Exit::NotInstalled => "not-installed",
         }

@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod digest;
+pub mod display;
 pub mod exit;
 pub mod layout;
 pub mod manifest;

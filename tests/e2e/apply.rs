@@ -412,3 +412,28 @@ impl Proxy {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+#[test]
+fn a_release_that_never_gets_healthy_is_rolled_back() {
+    if !e2e_enabled("a_release_that_never_gets_healthy_is_rolled_back") {
+        return;
+    }
+    let site = Site::new("e2e-rollback", 18189);
+    let r1 = site.bundle(1, &[]);
+    assert_eq!(site.apply(&r1, &[]).code, 0);
+    let web = site.container_id("web").unwrap();
+    let r2 = site.bundle(2, &[("stack/web:1", "stack/web:broken")]);
+    let r = site.apply(&r2, &[]);
+    assert_eq!(r.code, 38, "{r:?}");
+    assert!(r.stderr.contains("service `web`") && r.stderr.contains("put back"), "{r:?}");
+    assert_eq!(site.container_id("web").unwrap(), web, "the release 1 container is not the one running");
+    assert!(site.running("web"));
+    assert!(site.http_get().contains("web release 1"));
+    // Release 2's migration ran (it is not undone) and release 1's data is still there.
+    assert_eq!(site.migration_runs(), 2);
+    let (code, status) = site.status();
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["release"], 1);
+    let left = run(Command::new("docker").args(["ps", "-aq", "--filter", "name=e2e-rollback-web-1-previous"]));
+    assert!(left.stdout.trim().is_empty(), "a set-aside container was left: {left:?}");
+}

@@ -160,63 +160,39 @@ fn bad_build_inputs_fail_clearly_and_leave_nothing() {
     let ws = Workspace::new();
     let empty_config = ws.path("empty-docker-config");
     std::fs::create_dir_all(&empty_config).unwrap();
+    let case = |name, replacements: Vec<(&'static str, &'static str)>, code, needles| BadBuild {
+        name,
+        replacements,
+        args: vec![],
+        env: vec![],
+        code,
+        needles,
+    };
+    let unsupported_key = ("    restart: unless-stopped\n  migrate:", "    privileged: true\n  migrate:");
     let cases = vec![
+        case("unsupported key", vec![unsupported_key], 10, vec!["unsupported key `privileged`", "line", "hint:"]),
+        case("malformed yaml", vec![("services:\n", "services: [\n")], 10, vec!["compose.yaml", "hint:"]),
+        case("tag does not exist", vec![("stack/db:1", "stack/db:nope")], 14, vec!["stack/db:nope", "hint:"]),
         BadBuild {
-            name: "unsupported key",
-            replacements: vec![("    restart: unless-stopped\n  migrate:", "    privileged: true\n  migrate:")],
-            args: vec![],
-            env: vec![],
-            code: 10,
-            needles: vec!["unsupported key `privileged`", "line", "hint:"],
-        },
-        BadBuild {
-            name: "malformed yaml",
-            replacements: vec![("services:\n", "services: [\n")],
-            args: vec![],
-            env: vec![],
-            code: 10,
-            needles: vec!["compose.yaml", "hint:"],
-        },
-        BadBuild {
-            name: "tag does not exist",
-            replacements: vec![("stack/db:1", "stack/db:does-not-exist")],
-            args: vec![],
-            env: vec![],
-            code: 14,
-            needles: vec!["stack/db:does-not-exist", "hint:"],
-        },
-        BadBuild {
-            name: "registry unreachable",
-            replacements: vec![("127.0.0.1:5000/stack/db:1", "127.0.0.1:5999/stack/db:1")],
             args: vec!["--insecure-registry", "127.0.0.1:5999"],
-            env: vec![],
-            code: 12,
-            needles: vec!["127.0.0.1:5999", "hint:"],
+            ..case(
+                "registry unreachable",
+                vec![("127.0.0.1:5000/stack/db:1", "127.0.0.1:5999/stack/db:1")],
+                12,
+                vec!["127.0.0.1:5999", "hint:"],
+            )
         },
         BadBuild {
-            name: "auth refused",
-            replacements: vec![("127.0.0.1:5000/stack/db:1", "127.0.0.1:5001/test/app:1")],
-            args: vec![],
             env: vec![("DOCKER_CONFIG", empty_config.display().to_string())],
-            code: 13,
-            needles: vec!["127.0.0.1:5001", "docker login", "hint:"],
+            ..case(
+                "auth refused",
+                vec![("127.0.0.1:5000/stack/db:1", "127.0.0.1:5001/test/app:1")],
+                13,
+                vec!["127.0.0.1:5001", "docker login", "hint:"],
+            )
         },
-        BadBuild {
-            name: "zstd-only image",
-            replacements: vec![("stack/db:1", "test/zstd:1")],
-            args: vec![],
-            env: vec![],
-            code: 15,
-            needles: vec!["test/zstd:1", "zstd", "hint:"],
-        },
-        BadBuild {
-            name: "foreign architecture",
-            replacements: vec![("stack/db:1", "test/arm:1")],
-            args: vec![],
-            env: vec![],
-            code: 15,
-            needles: vec!["test/arm:1", "arm64", "hint:"],
-        },
+        case("zstd-only image", vec![("stack/db:1", "test/zstd:1")], 15, vec!["test/zstd:1", "zstd", "hint:"]),
+        case("foreign architecture", vec![("stack/db:1", "test/arm:1")], 15, vec!["test/arm:1", "arm64", "hint:"]),
     ];
     for case in cases {
         let compose = ws.stack(case.name.replace(' ', "-").as_str(), &case.replacements);
