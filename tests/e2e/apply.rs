@@ -437,3 +437,49 @@ fn a_release_that_never_gets_healthy_is_rolled_back() {
     let left = run(Command::new("docker").args(["ps", "-aq", "--filter", "name=e2e-rollback-web-1-previous"]));
     assert!(left.stdout.trim().is_empty(), "a set-aside container was left: {left:?}");
 }
+
+#[test]
+fn older_expired_foreign_and_unknown_key_bundles_are_refused_with_the_host_unchanged() {
+    if !e2e_enabled("older_expired_foreign_and_unknown_key_bundles_are_refused_with_the_host_unchanged") {
+        return;
+    }
+    let site = Site::new("e2e-policy", 18190);
+    let r2 = site.bundle(2, &[]);
+    assert_eq!(site.apply(&r2, &[]).code, 0);
+    let before = docker_snapshot();
+
+    // Older release.
+    let r1 = site.bundle(1, &[]);
+    let r = site.apply(&r1, &[]);
+    assert_eq!(r.code, 22, "{r:?}");
+    assert!(r.stderr.contains("older than the installed release 2") && r.stderr.contains("--allow-downgrade"), "{r:?}");
+    // Expired: built at SOURCE_DATE_EPOCH (2026-09-21) and valid for one day.
+    let name = format!("name: {}", site.project);
+    let compose = site
+        .ws
+        .stack("expired", &[("name: teststack", name.as_str()), ("127.0.0.1:18080:8080", "127.0.0.1:18190:8080")]);
+    let expired = site.ws.path("expired.tar");
+    assert_eq!(site.ws.build(&compose, 3, &expired, &["--valid-days", "1"]).code, 0);
+    let r = site.apply(&expired, &[]);
+    assert_eq!(r.code, 22, "{r:?}");
+    assert!(r.stderr.contains("expired at 2026-09-22") && r.stderr.contains("clock says"), "{r:?}");
+    // Another product.
+    let other = site.bundle(4, &[("product: teststack", "product: otherproduct")]);
+    let r = site.apply(&other, &[]);
+    assert_eq!(r.code, 22, "{r:?}");
+    assert!(r.stderr.contains("otherproduct"), "{r:?}");
+    // Signed by a key this host does not trust.
+    let stranger = Workspace::new();
+    let foreign = stranger.path("foreign.tar");
+    let compose =
+        stranger.stack("s", &[("name: teststack", name.as_str()), ("127.0.0.1:18080:8080", "127.0.0.1:18190:8080")]);
+    assert_eq!(stranger.build(&compose, 5, &foreign, &[]).code, 0);
+    let r = run(site.installer(&["apply"]).arg(&foreign));
+    assert_eq!(r.code, 21, "{r:?}");
+    assert!(r.stderr.contains("not trusted") && r.stderr.contains("hint:"), "{r:?}");
+
+    assert_eq!(docker_snapshot(), before, "a refused bundle changed the host");
+    let (code, status) = site.status();
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["release"], 2);
+}
