@@ -176,7 +176,7 @@ fn render_status(r: &installer::status::StatusReport) -> String {
         let _ =
             writeln!(s, "WARNING: the last apply did not finish; run `installer apply` with the same bundle to resume");
     }
-    let _ = writeln!(s, "{:<12} {:<10} {:<10} {:<10} {}", "SERVICE", "STATE", "HEALTH", "UPTIME", "IMAGE");
+    let _ = writeln!(s, "{:<12} {:<10} {:<10} {:<10} IMAGE", "SERVICE", "STATE", "HEALTH", "UPTIME");
     for svc in &r.services {
         let health = match svc.health {
             Some(h) => serde_json::to_value(h).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),

@@ -79,7 +79,7 @@ pub async fn status<E: Engine>(state: &StateDir, engine: &E) -> Result<StatusRep
             },
             Some(c) => {
                 let ok = if s.one_shot {
-                    !c.running && c.exit_code == Some(0) || c.running
+                    c.running || c.exit_code == Some(0)
                 } else {
                     c.running && c.health != Health::Unhealthy && c.health != Health::Starting
                 };

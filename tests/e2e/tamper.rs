@@ -144,7 +144,8 @@ fn links_devices_and_escaping_paths_are_rejected() {
     }
     let f = fixture();
     let entries = split_tar(&f.bytes);
-    let cases: Vec<(&str, Box<dyn Fn(&mut tar::Header)>)> = vec![
+    type Edit = Box<dyn Fn(&mut tar::Header)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "symbolic link",
             Box::new(|h| {
