@@ -318,7 +318,7 @@ async fn resolve_image<S: ImageSource>(source: &S, reference: &str, blob_dir: &P
     // Keep the manifest byte for byte in the cache, like any other blob.
     let manifest_path = blob_dir.join(resolved.digest.hex());
     if !manifest_path.exists() {
-        write_atomic(&manifest_path, &resolved.raw)
+        manifests::fsutil::write_atomic(&manifest_path, &resolved.raw, 0o644)
             .map_err(|source| BundlerError::Cache { path: manifest_path.clone(), source })?;
     }
     let config_digest = parse_digest(&doc.config.digest)?;
@@ -382,18 +382,4 @@ fn oci_index(images: &[Image]) -> Vec<u8> {
     let mut v = serde_json::to_vec(&index).unwrap_or_default();
     v.push(b'\n');
     v
-}
-
-/// Write a file via temp + fsync + rename.
-///
-/// # Errors
-/// Any I/O error.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

@@ -1,7 +1,5 @@
 //! `bundler keygen` and key loading.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use manifests::{PublicKey, SecretKey, TrustedKeys};
@@ -38,23 +36,10 @@ pub fn keygen(opts: &KeygenOptions) -> Result<PublicKey, BundlerError> {
     Ok(public)
 }
 
-/// Write through a temp file created with `mode` in the same directory, then rename, so the
-/// secret is never readable by others, not even for a moment, and never half-written.
+/// Never half-written, and the secret is created 0600 (see [`manifests::fsutil::write_atomic`]).
 fn write_key(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BundlerError> {
-    let err = |source| BundlerError::KeyWrite { path: path.to_path_buf(), source };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp =
-        dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("key"), std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(err)?;
-    let result = f.write_all(bytes).and_then(|()| f.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    Ok(())
+    manifests::fsutil::write_atomic(path, bytes, mode)
+        .map_err(|source| BundlerError::KeyWrite { path: path.to_path_buf(), source })
 }
 
 /// Load public keys from files (each a minisign public key).

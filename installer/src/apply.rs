@@ -95,7 +95,6 @@ pub async fn host_state<E: Engine>(
         chain_ids: engine.chain_ids().await?,
         containers,
         migrations: state.migrations()?,
-        image_healthchecks: BTreeMap::new(),
     })
 }
 

@@ -136,8 +136,6 @@ pub struct HostState {
     pub containers: BTreeMap<String, ContainerState>,
     /// Completed migrations.
     pub migrations: Migrations,
-    /// Whether images with a healthcheck in their config are known (image ID -> has healthcheck).
-    pub image_healthchecks: BTreeMap<Digest, bool>,
 }
 
 /// Container name of a service (compose's scheme).
@@ -226,11 +224,9 @@ pub fn plan(
                     Some(_) => Action::Recreate { reason: "definition or image changed".into() },
                 },
             };
-            let has_healthcheck = match &def.healthcheck {
-                Some(h) if h.test.first().is_some_and(|t| t == "NONE") => false,
-                Some(h) if !h.test.is_empty() => true,
-                _ => image_id.and_then(|id| host.image_healthchecks.get(&id).copied()).unwrap_or(true),
-            };
+            // Without a compose healthcheck the image's own may apply: gate on health, and the
+            // wait counts "running" as up when Docker reports no healthcheck at all.
+            let has_healthcheck = def.healthcheck.as_ref().is_none_or(|h| h.test.first().is_none_or(|t| t != "NONE"));
             let gate = match kind {
                 Kind::Service if has_healthcheck => Gate::Healthy,
                 Kind::Service => Gate::Running,

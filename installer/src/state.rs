@@ -16,7 +16,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -288,28 +287,10 @@ impl StateDir {
     }
 }
 
-/// Write a file atomically with a mode: temp in the same dir (created with `mode`), fsync,
-/// rename, fsync the directory.
+/// [`manifests::fsutil::write_atomic`], with the path in the error.
 ///
 /// # Errors
 /// I/O errors, naming the path.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let err = InstallError::state(path);
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    manifests::fsutil::write_atomic(path, bytes, mode).map_err(InstallError::state(path))
 }

@@ -19,6 +19,7 @@
 pub mod digest;
 pub mod display;
 pub mod exit;
+pub mod fsutil;
 pub mod layout;
 pub mod manifest;
 pub mod order;
