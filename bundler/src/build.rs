@@ -196,18 +196,6 @@ pub async fn build<S: ImageSource>(
     .try_collect::<Vec<()>>()
     .await?;
     reporter.finish(Phase::Download);
-    for (reference, blob) in &blob_order {
-        let size = std::fs::metadata(blob_dir.join(blob.digest.hex())).map(|m| m.len()).unwrap_or(0);
-        if size != blob.size {
-            return Err(BundlerError::Registry(crate::registry::RegistryError::DigestMismatch {
-                registry: String::new(),
-                reference: reference.clone(),
-                what: format!("blob {}", blob.digest),
-                message: format!("{size} bytes received, the manifest says {}", blob.size),
-            }));
-        }
-    }
-
     entries.push(bytes_entry(OCI_LAYOUT, OCI_LAYOUT_CONTENT.as_bytes().to_vec()));
     entries.push(bytes_entry(OCI_INDEX, oci_index(&images)));
     for (_, blob) in &blob_order {

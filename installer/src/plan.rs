@@ -201,9 +201,8 @@ pub fn plan(
                 Kind::Service
             };
             let image_id = manifest.image(&def.image).map(|i| i.config.digest);
-            let spec = container_spec(manifest, &name, def, values, files_dir)?;
+            let mut spec = container_spec(manifest, &name, def, values, files_dir)?;
             let config_hash = config_hash(manifest, def, values, image_id, file_digests);
-            let mut spec = spec;
             spec.labels.insert(labels::CONFIG_HASH.into(), config_hash.clone());
             let container = container_name(project, &name);
             let existing = host.containers.get(&container);

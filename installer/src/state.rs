@@ -9,7 +9,10 @@
 //! keys/*.pub              trusted public keys
 //! lock                    held (flock) by the running apply
 //! installed.json          the release that is installed and its containers
-//! journal.json            steps of the current or last apply, each started/done
+//! journal.json            steps of the current or last apply, each started/done/failed: the
+//!                         record of how far it got. Resuming does not replay it: the plan is
+//!                         computed again from the host (container labels carry the config hash
+//!                         and release) and migrations.json, which is what makes a re-run converge
 //! migrations.json         every migration that completed, per release (never forgotten)
 //! values.json             the operator's variables, mode 0600
 //! releases/<n>/bundle.json, releases/<n>/files/...   the manifest and config files of release n
@@ -78,7 +81,7 @@ pub enum StepStatus {
 /// One step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JournalStep {
-    /// Step name, e.g. `load-images`, `service:web`, `migration:migrate`.
+    /// Step name: `load-images`, `resources`, `service:<name>`, `job:<name>:r<release>`.
     pub name: String,
     /// Status.
     pub status: StepStatus,
@@ -99,19 +102,6 @@ pub struct Journal {
     pub finished: bool,
     /// Steps in the order they were recorded.
     pub steps: Vec<JournalStep>,
-}
-
-impl Journal {
-    /// Whether a step finished.
-    #[must_use]
-    pub fn is_done(&self, name: &str) -> bool {
-        self.steps.iter().rev().find(|s| s.name == name).is_some_and(|s| s.status == StepStatus::Done)
-    }
-    /// Whether a step was started (and maybe not finished).
-    #[must_use]
-    pub fn was_started(&self, name: &str) -> bool {
-        self.steps.iter().any(|s| s.name == name)
-    }
 }
 
 /// A completed migration.

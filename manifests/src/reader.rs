@@ -201,7 +201,14 @@ impl Diagnose for BundleError {
             BundleError::Manifest(ManifestError::UnsupportedVersion { .. }) => {
                 "this bundle needs a newer installer; ask the vendor for the installer that matches the bundle".into()
             }
-            BundleError::Read { .. } | BundleError::Sink { .. } => return None,
+            BundleError::Read { offset: 0, .. } => {
+                "check the path and that the file is readable (is the USB stick or ISO still mounted?)".into()
+            }
+            BundleError::Read { .. } => {
+                "the medium could not be read to the end; copy the bundle to local disk and run the command on that copy"
+                    .into()
+            }
+            BundleError::Sink { .. } => return None,
             BundleError::Empty | BundleError::NotATar { .. } => "check the path: this is not a bundle file".into(),
             _ => "the file was damaged or changed in transit (USB copy, download): copy it again from the original \
                   and compare its sha256 with the vendor's"
