@@ -483,3 +483,42 @@ fn older_expired_foreign_and_unknown_key_bundles_are_refused_with_the_host_uncha
     assert_eq!(code, 0, "{status}");
     assert_eq!(status["release"], 2);
 }
+
+#[test]
+fn an_upgrade_sends_only_the_changed_layer_and_keeps_unchanged_services() {
+    if !e2e_enabled("an_upgrade_sends_only_the_changed_layer_and_keeps_unchanged_services") {
+        return;
+    }
+    let site = Site::new("e2e-upgrade", 18191);
+    let r1 = site.bundle(1, &[]);
+    assert_eq!(site.apply(&r1, &[]).code, 0);
+    let db = site.container_id("db").unwrap();
+    let web1 = site.container_id("web").unwrap();
+    let r2 = site.bundle(2, &[("stack/web:1", "stack/web:2")]);
+    // The layers web:2 has and release 1 does not (one index.html layer when both were built in
+    // one run; the legacy builder gives the /www layer a new mtime when it rebuilds without
+    // cache), plus web:2's config.
+    let m2 = manifests::Manifest::from_bytes(&e2e::split_tar(&std::fs::read(&r2).unwrap())[0].data).unwrap();
+    let m1 = manifests::Manifest::from_bytes(&e2e::split_tar(&std::fs::read(&r1).unwrap())[0].data).unwrap();
+    let old: std::collections::BTreeSet<_> = m1.images.iter().flat_map(|i| i.layers.iter().map(|l| l.blob.digest)).collect();
+    let web2 = m2.image("127.0.0.1:5000/stack/web:2").unwrap();
+    let new_layers: Vec<u64> = web2.layers.iter().filter(|l| !old.contains(&l.blob.digest)).map(|l| l.blob.size).collect();
+    assert!(!new_layers.is_empty() && new_layers.len() < web2.layers.len(), "web:2 shares no layer with release 1");
+    let changed = new_layers.iter().sum::<u64>() + web2.config.size;
+
+    // Make web:2 absent so the upgrade really loads it.
+    let _ = run(Command::new("docker").args(["rmi", "127.0.0.1:5000/stack/web:2"]));
+    let r = run(site.apply_cmd(&r2).arg("--json"));
+    assert_eq!(r.code, 0, "{r:?}");
+    let outcome: serde_json::Value =
+        r.stdout.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|v| v["event"] == "outcome").unwrap();
+    let sent = outcome["bytes_sent"].as_u64().unwrap();
+    // Archive bytes: the blobs plus tar headers, padding and manifest.json.
+    assert!(sent >= changed && sent < changed + 8192, "sent {sent} bytes for a {changed}-byte change: {outcome}");
+    assert_eq!(site.container_id("db").unwrap(), db, "db was recreated");
+    assert_ne!(site.container_id("web").unwrap(), web1);
+    assert!(site.http_get().contains("web release 2"));
+    assert_eq!(site.migration_runs(), 2, "release 2's migration runs once");
+    let left = run(Command::new("docker").args(["ps", "-aq", "--filter", "name=e2e-upgrade-web-1-previous"]));
+    assert!(left.stdout.trim().is_empty(), "{left:?}");
+}
