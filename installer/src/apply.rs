@@ -23,7 +23,9 @@ use crate::error::InstallError;
 use crate::load::{FilesTarget, ImageAction};
 use crate::plan::{self, Action, Gate, HostState, Kind, Plan, ServicePlan, labels};
 use crate::report::{Event, Reporter};
-use crate::state::{Installed, InstalledService, Journal, JournalStep, MigrationRecord, StateDir, StepStatus};
+use crate::state::{
+    HistoryEntry, Installed, InstalledService, Journal, JournalStep, MigrationRecord, StateDir, StepStatus,
+};
 use crate::verify::{self, SignedBundle, VerifiedBundle};
 use crate::{preflight, trust, values};
 
@@ -162,6 +164,56 @@ pub async fn apply<E: Engine>(
     let _lock = state.lock()?;
     let keys = trust::trusted_keys(&state.keys_dir(), &opts.keys)?;
     let signed = verify::open(&opts.bundle, &keys)?;
+    // From here the manifest is trusted, so every outcome goes into the history.
+    let manifest = signed.manifest().clone();
+    let key_id = signed.signer.key_id.to_string();
+    let previous = state.installed()?.map(|i| i.release);
+    let result = apply_signed(opts, engine, reporter, &state, &keys, signed, started).await;
+    let mut overrides = Vec::new();
+    if let Some(p) = previous.filter(|p| opts.allow_downgrade && manifest.release < *p) {
+        overrides.push(format!("--allow-downgrade from release {p}"));
+    }
+    let entry = HistoryEntry {
+        at: manifests::time::now(),
+        product: manifest.product.clone(),
+        version: manifest.version.clone(),
+        release: manifest.release,
+        previous_release: previous,
+        key_id,
+        outcome: match &result {
+            Ok(_) => "applied".to_string(),
+            Err(e) => manifests::Diagnose::exit(e).name().to_string(),
+        },
+        exit_code: result.as_ref().map_or_else(|e| manifests::Diagnose::exit(e).code(), |_| 0),
+        // The first line only: job logs that follow it are the job's business, not the history's.
+        error: result.as_ref().err().map(|e| e.to_string().lines().next().unwrap_or_default().to_string()),
+        operator: operator_name(),
+        overrides,
+    };
+    // The history must never hide the apply's own result.
+    if let Err(e) = state.append_history(&entry) {
+        tracing::warn!("could not record the apply in the history: {e}");
+    }
+    result
+}
+
+/// Who ran the installer: the sudo user if any, else the login name.
+fn operator_name() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn apply_signed<E: Engine>(
+    opts: &ApplyOptions,
+    engine: &E,
+    reporter: &dyn Reporter,
+    state: &StateDir,
+    keys: &manifests::TrustedKeys,
+    signed: SignedBundle,
+    started: Instant,
+) -> Result<Outcome, InstallError> {
     let manifest = signed.manifest().clone();
     reporter.event(&Event::Verified {
         product: manifest.product.clone(),
@@ -176,7 +228,7 @@ pub async fn apply<E: Engine>(
     let values = values::resolve(&manifest, opts.values_file.as_deref(), &saved, &|k| std::env::var(k).ok())?;
 
     engine.info().await?;
-    let host = host_state(engine, &manifest, &state).await?;
+    let host = host_state(engine, &manifest, state).await?;
     let files_dir = state.files_dir(manifest.release);
     let digests = file_digests(&manifest);
     let the_plan =
@@ -202,7 +254,7 @@ pub async fn apply<E: Engine>(
     let ctx = Ctx {
         engine,
         reporter,
-        state: &state,
+        state,
         manifest: &manifest,
         journal: Mutex::new(journal),
         health_timeout: Duration::from_millis(manifest.health.timeout_ms),
@@ -210,7 +262,7 @@ pub async fn apply<E: Engine>(
 
     ctx.record("load-images", StepStatus::Started)?;
     let signer = signed.signer.clone();
-    let (verified, bytes_sent, fallback) = load_images(&ctx, signed, &the_plan, &opts.bundle, &keys).await?;
+    let (verified, bytes_sent, fallback) = load_images(&ctx, signed, &the_plan, &opts.bundle, keys).await?;
     ctx.record("load-images", StepStatus::Done)?;
     reporter.event(&Event::LoadDone { bytes_sent, bytes_skipped: the_plan.load.bytes_skipped, fallback });
     for k in &opts.keys {

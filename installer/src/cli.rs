@@ -33,6 +33,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show the installed release and the state of every service.
     Status,
+    /// Show every apply on this host: release, time, outcome, who ran it, overrides.
+    History,
     /// Print shell completions.
     Completions {
         /// Shell.

@@ -146,6 +146,17 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             }
             if report.healthy { Ok(ExitCode::SUCCESS) } else { Ok(ExitCode::from(manifests::Exit::Unhealthy.code())) }
         }
+        Command::History => {
+            let entries = state.history()?;
+            if cli.json {
+                for e in &entries {
+                    println!("{}", serde_json::to_string(e).unwrap_or_default());
+                }
+            } else {
+                print!("{}", render_history(&entries));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "installer", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -158,6 +169,35 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn render_history(entries: &[installer::state::HistoryEntry]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    if entries.is_empty() {
+        s.push_str("no apply recorded yet\n");
+    }
+    for e in entries {
+        let _ = write!(
+            s,
+            "{}  {} {} (release {}, was {})  {}  by {}",
+            manifests::time::rfc3339(e.at),
+            e.product,
+            e.version,
+            e.release,
+            e.previous_release.map_or_else(|| "none".to_string(), |p| p.to_string()),
+            e.outcome,
+            e.operator
+        );
+        if !e.overrides.is_empty() {
+            let _ = write!(s, "  overrides: {}", e.overrides.join(", "));
+        }
+        if let Some(err) = &e.error {
+            let _ = write!(s, "\n    {err}");
+        }
+        s.push('\n');
+    }
+    s
 }
 
 fn list(v: &[String]) -> String {

@@ -13,6 +13,7 @@
 //!                         record of how far it got. Resuming does not replay it: the plan is
 //!                         computed again from the host (container labels carry the config hash
 //!                         and release) and migrations.json, which is what makes a re-run converge
+//! history.jsonl           every apply: release, time, outcome, operator, overrides
 //! migrations.json         every migration that completed, per release (never forgotten)
 //! values.json             the operator's variables, mode 0600
 //! releases/<n>/bundle.json, releases/<n>/files/...   the manifest and config files of release n
@@ -102,6 +103,33 @@ pub struct Journal {
     pub finished: bool,
     /// Steps in the order they were recorded.
     pub steps: Vec<JournalStep>,
+}
+
+/// One apply, as `installer history` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// When it ended (unix seconds).
+    pub at: u64,
+    /// Product.
+    pub product: String,
+    /// Version.
+    pub version: String,
+    /// Release applied (or refused).
+    pub release: u64,
+    /// Release installed before.
+    pub previous_release: Option<u64>,
+    /// Key that signed the bundle.
+    pub key_id: String,
+    /// `applied`, or the exit code's name (`rolled-back`, `policy-rejected`, ...).
+    pub outcome: String,
+    /// Exit code.
+    pub exit_code: u8,
+    /// First line of the error.
+    pub error: Option<String>,
+    /// Who ran it (SUDO_USER, USER).
+    pub operator: String,
+    /// Policy overrides used, e.g. `--allow-downgrade from release 3`.
+    pub overrides: Vec<String>,
 }
 
 /// A completed migration.
@@ -261,6 +289,39 @@ impl StateDir {
     pub fn save_migrations(&self, m: &Migrations) -> Result<(), InstallError> {
         self.write_json("migrations.json", m)
     }
+    /// Append one entry to `history.jsonl` (one JSON object per line, fsynced). A line is written
+    /// with one `write` call; a torn last line after a power cut is skipped when reading.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn append_history(&self, entry: &HistoryEntry) -> Result<(), InstallError> {
+        use std::io::Write as _;
+        self.create()?;
+        let path = self.root.join("history.jsonl");
+        let mut line = serde_json::to_vec(entry).unwrap_or_default();
+        line.push(b'\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(InstallError::state(&path))?;
+        f.write_all(&line).and_then(|()| f.sync_all()).map_err(InstallError::state(&path))
+    }
+
+    /// Every recorded apply, oldest first.
+    ///
+    /// # Errors
+    /// Unreadable file.
+    pub fn history(&self) -> Result<Vec<HistoryEntry>, InstallError> {
+        let path = self.root.join("history.jsonl");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(InstallError::State { path, source: e }),
+        }
+    }
+
     /// Saved operator values (JSON, so every value round-trips exactly).
     ///
     /// # Errors

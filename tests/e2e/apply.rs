@@ -482,6 +482,24 @@ fn older_expired_foreign_and_unknown_key_bundles_are_refused_with_the_host_uncha
     let (code, status) = site.status();
     assert_eq!(code, 0, "{status}");
     assert_eq!(status["release"], 2);
+
+    // The operator may override, and the history says who did what.
+    let r = run(site.apply_cmd(&r1).arg("--allow-downgrade"));
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(&mut site.installer(&["history", "--json"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let history: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let outcomes: Vec<(u64, &str)> =
+        history.iter().map(|h| (h["release"].as_u64().unwrap(), h["outcome"].as_str().unwrap())).collect();
+    assert_eq!(
+        outcomes,
+        vec![(2, "applied"), (1, "policy-rejected"), (3, "policy-rejected"), (4, "policy-rejected"), (1, "applied")],
+        "{history:?}"
+    );
+    assert_eq!(history[4]["overrides"], serde_json::json!(["--allow-downgrade from release 2"]));
+    assert_eq!(history[4]["previous_release"], 2);
+    let r = run(&mut site.installer(&["history"]));
+    assert!(r.stdout.contains("overrides: --allow-downgrade from release 2"), "{r:?}");
 }
 
 #[test]
@@ -500,9 +518,11 @@ fn an_upgrade_sends_only_the_changed_layer_and_keeps_unchanged_services() {
     // cache), plus web:2's config.
     let m2 = manifests::Manifest::from_bytes(&e2e::split_tar(&std::fs::read(&r2).unwrap())[0].data).unwrap();
     let m1 = manifests::Manifest::from_bytes(&e2e::split_tar(&std::fs::read(&r1).unwrap())[0].data).unwrap();
-    let old: std::collections::BTreeSet<_> = m1.images.iter().flat_map(|i| i.layers.iter().map(|l| l.blob.digest)).collect();
+    let old: std::collections::BTreeSet<_> =
+        m1.images.iter().flat_map(|i| i.layers.iter().map(|l| l.blob.digest)).collect();
     let web2 = m2.image("127.0.0.1:5000/stack/web:2").unwrap();
-    let new_layers: Vec<u64> = web2.layers.iter().filter(|l| !old.contains(&l.blob.digest)).map(|l| l.blob.size).collect();
+    let new_layers: Vec<u64> =
+        web2.layers.iter().filter(|l| !old.contains(&l.blob.digest)).map(|l| l.blob.size).collect();
     assert!(!new_layers.is_empty() && new_layers.len() < web2.layers.len(), "web:2 shares no layer with release 1");
     let changed = new_layers.iter().sum::<u64>() + web2.config.size;
 
@@ -510,8 +530,12 @@ fn an_upgrade_sends_only_the_changed_layer_and_keeps_unchanged_services() {
     let _ = run(Command::new("docker").args(["rmi", "127.0.0.1:5000/stack/web:2"]));
     let r = run(site.apply_cmd(&r2).arg("--json"));
     assert_eq!(r.code, 0, "{r:?}");
-    let outcome: serde_json::Value =
-        r.stdout.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|v| v["event"] == "outcome").unwrap();
+    let outcome: serde_json::Value = r
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "outcome")
+        .unwrap();
     let sent = outcome["bytes_sent"].as_u64().unwrap();
     // Archive bytes: the blobs plus tar headers, padding and manifest.json.
     assert!(sent >= changed && sent < changed + 8192, "sent {sent} bytes for a {changed}-byte change: {outcome}");
