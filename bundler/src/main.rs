@@ -125,7 +125,7 @@ fn run(cli: Cli) -> Result<(), BundlerError> {
             let keys = if a.key.is_empty() { None } else { Some(bundler::keys::load_public_keys(&a.key)?) };
             let info = bundler::inspect::inspect(&a.bundle, keys.as_ref())?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+                println!("{}", serde_json::to_string(&info).unwrap_or_default());
             } else {
                 print_inspection(&info);
             }

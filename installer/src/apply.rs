@@ -227,12 +227,15 @@ async fn apply_signed<E: Engine>(
     let saved = state.values()?;
     let values = values::resolve(&manifest, opts.values_file.as_deref(), &saved, &|k| std::env::var(k).ok())?;
 
-    engine.info().await?;
+    let info = engine.info().await?;
     let host = host_state(engine, &manifest, state).await?;
     let files_dir = state.files_dir(manifest.release);
     let digests = file_digests(&manifest);
     let the_plan =
         plan::plan(&manifest, &host, &values, &files_dir, &digests, true).map_err(InstallError::Preflight)?;
+    let report = preflight::check_host(&manifest, &the_plan, &info, state.root());
+    reporter.event(&Event::Preflight { checks: report.checks.clone() });
+    report.result()?;
     preflight::check_ports(&the_plan, &host)?;
 
     // Nothing on the host has changed so far. From here on, every step is journaled.
@@ -731,26 +734,38 @@ async fn wait_gate<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan, id: &str) -> R
 ///
 /// # Errors
 /// Signature, policy, values, Docker unreachable.
-pub async fn plan_only<E: Engine>(opts: &ApplyOptions, engine: &E) -> Result<Plan, InstallError> {
+pub async fn plan_only<E: Engine>(opts: &ApplyOptions, engine: &E) -> Result<PlanReport, InstallError> {
     let state = StateDir::new(opts.state_dir.clone());
     let keys = trust::trusted_keys(&state.keys_dir(), &opts.keys)?;
     let signed = verify::open(&opts.bundle, &keys)?;
     let manifest = signed.manifest().clone();
     check_policy(&manifest, state.installed()?.as_ref(), opts.allow_downgrade)?;
     let values = values::resolve(&manifest, opts.values_file.as_deref(), &state.values()?, &|k| std::env::var(k).ok())?;
-    engine.info().await?;
+    let info = engine.info().await?;
     let host = host_state(engine, &manifest, &state).await?;
-    let the_plan =
+    let plan =
         plan::plan(&manifest, &host, &values, &state.files_dir(manifest.release), &file_digests(&manifest), true)
             .map_err(InstallError::Preflight)?;
-    preflight::check_ports(&the_plan, &host)?;
-    Ok(the_plan)
+    let mut preflight = preflight::check_host(&manifest, &plan, &info, state.root());
+    preflight.checks.push(preflight::ports_line(&plan, &host));
+    Ok(PlanReport { plan, preflight })
+}
+
+/// What `installer plan` shows: the plan and every preflight line.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanReport {
+    /// The plan.
+    #[serde(flatten)]
+    pub plan: Plan,
+    /// The host checks.
+    pub preflight: preflight::Report,
 }
 
 /// Human rendering of a plan.
 #[must_use]
-pub fn render_plan(p: &Plan) -> String {
+pub fn render_plan(report: &PlanReport) -> String {
     use std::fmt::Write;
+    let p = &report.plan;
     let mut s = String::new();
     let _ = writeln!(s, "plan for {} {} (release {})", p.product, p.version, p.release);
     let _ = writeln!(
@@ -784,5 +799,7 @@ pub fn render_plan(p: &Plan) -> String {
             let _ = writeln!(s, "  {:<12} {:<10} {action}", sp.name, format!("{:?}", sp.kind).to_lowercase());
         }
     }
+    let _ = writeln!(s, "preflight:");
+    s.push_str(&report.preflight.render());
     s
 }

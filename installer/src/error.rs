@@ -53,6 +53,16 @@ pub enum InstallError {
     /// A preflight check failed.
     #[error("preflight failed: {0}")]
     Preflight(String),
+    /// A host check failed (disk, Docker version, platform, memory).
+    #[error("preflight check `{check}` failed: {detail}")]
+    PreflightCheck {
+        /// The check.
+        check: &'static str,
+        /// What was found.
+        detail: String,
+        /// Its exit code.
+        exit: Exit,
+    },
     /// A host port is taken.
     #[error("service `{service}` publishes {ip}:{port}, but that port is already in use on this host")]
     PortInUse {
@@ -168,6 +178,7 @@ impl Diagnose for InstallError {
             | InstallError::Values { .. }
             | InstallError::Preflight(_)
             | InstallError::PortInUse { .. } => Exit::PreflightFailed,
+            InstallError::PreflightCheck { exit, .. } => *exit,
             InstallError::DockerUnreachable { .. } => Exit::DockerUnreachable,
             InstallError::Docker { .. } => Exit::StartFailed,
             InstallError::Load { .. } => Exit::LoadFailed,
@@ -200,6 +211,14 @@ impl Diagnose for InstallError {
             }
             InstallError::Values { .. } => "write one NAME=value per line; lines starting with # are ignored".into(),
             InstallError::Preflight(_) => "fix the host and run the same command again; nothing was changed".into(),
+            InstallError::PreflightCheck { check, .. } => match *check {
+                "disk" => "free space there (e.g. `docker image prune` for unused images), or move Docker's data root \
+                           to a larger disk; nothing was changed"
+                    .into(),
+                "docker" => "upgrade the Docker Engine on this host; nothing was changed".into(),
+                "platform" => "this bundle is for another CPU architecture; ask the vendor for the right one".into(),
+                _ => "give the VM more memory, or ask the vendor about lower limits; nothing was changed".into(),
+            },
             InstallError::PortInUse { port, .. } => format!(
                 "find the process with `ss -ltnp 'sport = :{port}'` and stop it, then run the same command again; nothing was changed"
             ),

@@ -104,12 +104,14 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
         }
         Command::Plan(a) => {
             let engine = DockerEngine::connect()?;
-            let plan = installer::apply::plan_only(&apply_options(&cli, a), &engine).await?;
+            let report = installer::apply::plan_only(&apply_options(&cli, a), &engine).await?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
-                print!("{}", installer::apply::render_plan(&plan));
+                print!("{}", installer::apply::render_plan(&report));
             }
+            // The plan is printed whole; a failing check still decides the exit code.
+            report.preflight.result()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Apply(a) => {
@@ -140,7 +142,7 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             let engine = DockerEngine::connect()?;
             let report = installer::status::status(&state, &engine).await?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
                 print!("{}", render_status(&report));
             }

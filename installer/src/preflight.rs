@@ -1,9 +1,26 @@
 //! Checks that run before anything on the host changes.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 
+use manifests::display::human_bytes;
+use manifests::{Exit, Manifest};
+
+use crate::engine::EngineInfo;
 use crate::error::InstallError;
+use crate::load::LoadPlan;
 use crate::plan::{Action, HostState, Plan, labels};
+
+/// The port check as a report line (for `installer plan`, which reports rather than stops).
+#[must_use]
+pub fn ports_line(plan: &Plan, host: &HostState) -> Check {
+    match check_ports(plan, host) {
+        Ok(()) => {
+            Check::new("ports", true, "every published host port is free or already the stack's".into(), Exit::Ok)
+        }
+        Err(e) => Check::new("ports", false, e.to_string(), Exit::PreflightFailed),
+    }
+}
 
 /// Every host port the stack publishes must be free, unless a running container of this project
 /// holds it (it is stopped before its replacement starts).
@@ -38,4 +55,202 @@ fn held_by_project(host: &HostState, project: &str, port: u16) -> bool {
             && c.labels.get(labels::PROJECT).map(String::as_str) == Some(project)
             && c.labels.get(labels::PORTS).is_some_and(|ports| ports.split(',').any(|x| x == port.to_string()))
     })
+}
+
+/// One line of the preflight report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    /// `disk`, `state-disk`, `docker`, `storage-driver`, `platform`, `memory`, `ports`, `hypervisor`.
+    pub check: &'static str,
+    /// Passed (informational lines always pass).
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    #[serde(skip)]
+    exit: Exit,
+}
+
+/// Every host check, in order; the first failing one decides the exit code.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// The lines.
+    pub checks: Vec<Check>,
+}
+
+impl Check {
+    /// A line of the report.
+    #[must_use]
+    pub fn new(check: &'static str, ok: bool, detail: String, exit: Exit) -> Self {
+        Self { check, ok, detail, exit }
+    }
+}
+
+impl Report {
+    /// The first failure as an error.
+    ///
+    /// # Errors
+    /// [`InstallError::PreflightCheck`].
+    pub fn result(&self) -> Result<(), InstallError> {
+        match self.checks.iter().find(|c| !c.ok) {
+            Some(c) => Err(InstallError::PreflightCheck { check: c.check, detail: c.detail.clone(), exit: c.exit }),
+            None => Ok(()),
+        }
+    }
+
+    /// `ok   disk  Docker data root ...` lines.
+    #[must_use]
+    pub fn render(&self) -> String {
+        self.checks
+            .iter()
+            .map(|c| format!("  {:<4} {:<14} {}\n", if c.ok { "ok" } else { "FAIL" }, c.check, c.detail))
+            .collect()
+    }
+}
+
+/// Free bytes of the filesystem holding `path`. `INSTALLER_TEST_DOCKER_FREE_BYTES` replaces the
+/// figure for Docker's data root: the tests' way to simulate a full disk without a second dockerd.
+fn free_bytes(path: &Path, docker_root: bool) -> std::io::Result<u64> {
+    if docker_root && let Some(v) = std::env::var_os("INSTALLER_TEST_DOCKER_FREE_BYTES") {
+        return v.to_string_lossy().parse().map_err(std::io::Error::other);
+    }
+    let mut p = path.to_path_buf();
+    // The state dir may not exist yet: measure its nearest existing parent.
+    while !p.exists() {
+        if !p.pop() {
+            break;
+        }
+    }
+    fs4::available_space(&p)
+}
+
+/// Space Docker needs to load what the plan sends: the upload is spooled whole into
+/// `<root>/tmp` first, then each layer is unpacked. Uncompressed sizes are not in the manifest,
+/// so gzip layers count three times their size (Docker's own guidance for `docker load` is 2-3x).
+#[must_use]
+pub fn docker_bytes_needed(manifest: &Manifest, load: &LoadPlan) -> u64 {
+    let mut unpacked = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for image in &manifest.images {
+        for layer in &image.layers {
+            if load.send.contains_key(&layer.blob.digest) && seen.insert(layer.blob.digest) {
+                let factor = if layer.blob.media_type.ends_with("gzip") { 3 } else { 1 };
+                unpacked += layer.blob.size * factor;
+            }
+        }
+    }
+    if load.bytes_to_send == 0 { 0 } else { load.bytes_to_send + unpacked + MARGIN }
+}
+
+const MARGIN: u64 = 64 << 20;
+
+/// Host checks that need no change: free space, Docker version, platform, memory, hypervisor.
+#[must_use]
+pub fn check_host(manifest: &Manifest, plan: &Plan, info: &EngineInfo, state_dir: &Path) -> Report {
+    let mut checks = Vec::new();
+    let mut push = |check, ok, detail: String, exit| checks.push(Check::new(check, ok, detail, exit));
+
+    let need = docker_bytes_needed(manifest, &plan.load);
+    let root = PathBuf::from(&info.root_dir);
+    match free_bytes(&root, true) {
+        Ok(free) => push(
+            "disk",
+            free >= need,
+            format!("Docker data root {}: {} free, {} needed", root.display(), human_bytes(free), human_bytes(need)),
+            Exit::PreflightDisk,
+        ),
+        // The installer may not see Docker's root (e.g. a remote DOCKER_HOST): say so, do not fail.
+        Err(e) => {
+            push("disk", true, format!("Docker data root {}: not measurable here ({e})", root.display()), Exit::Ok)
+        }
+    }
+    let state_need =
+        manifest.entries.iter().filter(|e| !e.path.starts_with("images/")).map(|e| e.size).sum::<u64>() + (1 << 20);
+    match free_bytes(state_dir, false) {
+        Ok(free) => push(
+            "state-disk",
+            free >= state_need,
+            format!(
+                "state dir {}: {} free, {} needed",
+                state_dir.display(),
+                human_bytes(free),
+                human_bytes(state_need)
+            ),
+            Exit::PreflightDisk,
+        ),
+        Err(e) => push("state-disk", false, format!("state dir {}: {e}", state_dir.display()), Exit::PreflightDisk),
+    }
+    let wanted = &manifest.requires.docker_api_version;
+    push(
+        "docker",
+        version_at_least(&info.api_version, wanted),
+        format!("Docker {} (API {}), bundle needs API {wanted}", info.server_version, info.api_version),
+        Exit::PreflightDocker,
+    );
+    push(
+        "storage-driver",
+        true,
+        if info.storage_driver == "overlay2" {
+            "overlay2".to_string()
+        } else {
+            format!("{} (overlay2 is recommended; others work but are slower)", info.storage_driver)
+        },
+        Exit::Ok,
+    );
+    let arch = match info.architecture.as_str() {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    push(
+        "platform",
+        manifest.platform == format!("linux/{arch}"),
+        format!("host linux/{arch} ({}), bundle {}", info.architecture, manifest.platform),
+        Exit::PreflightPlatform,
+    );
+    let limits: i64 = manifest.services.values().filter_map(|s| s.limits.as_ref().and_then(|l| l.memory_bytes)).sum();
+    let total = u64::try_from(info.mem_total).unwrap_or(0);
+    let limits = u64::try_from(limits).unwrap_or(0);
+    push(
+        "memory",
+        limits <= total || total == 0,
+        format!("{} of memory limits, host has {}", human_bytes(limits), human_bytes(total)),
+        Exit::PreflightMemory,
+    );
+    push("hypervisor", true, hypervisor(Path::new("/sys/class/dmi/id")), Exit::Ok);
+    Report { checks }
+}
+
+/// VMware, Hyper-V, KVM/QEMU or bare metal, from DMI; shown in the report for support tickets.
+#[must_use]
+pub fn hypervisor(dmi: &Path) -> String {
+    let read = |f: &str| std::fs::read_to_string(dmi.join(f)).map(|s| s.trim().to_string()).unwrap_or_default();
+    let (vendor, product) = (read("sys_vendor"), read("product_name"));
+    let kind = if vendor.contains("VMware") {
+        "VMware"
+    } else if vendor.contains("Microsoft") && product.contains("Virtual") {
+        "Hyper-V"
+    } else if vendor.contains("QEMU") || product.contains("KVM") || vendor.contains("Red Hat") {
+        "KVM"
+    } else if vendor.is_empty() {
+        "unknown (no DMI)"
+    } else {
+        "bare metal or another hypervisor"
+    };
+    if vendor.is_empty() { kind.to_string() } else { format!("{kind} ({vendor} {product})") }
+}
+
+/// `1.41` >= `1.41`, compared numerically part by part.
+fn version_at_least(have: &str, want: &str) -> bool {
+    let parts = |v: &str| v.split('.').map(|p| p.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>();
+    parts(have) >= parts(want)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(super::version_at_least("1.41", "1.41"));
+        assert!(super::version_at_least("1.100", "1.41"));
+        assert!(!super::version_at_least("1.40", "1.41"));
+    }
 }

@@ -41,6 +41,16 @@ impl Reporter for Terminal {
                 self.line(&format!("verified signature: {product} {version} (release {release}), key {key_id}"));
             }
             Event::KeyTrusted { fingerprint } => self.line(&format!("now trusting key {fingerprint} on this host")),
+            Event::Preflight { checks } => {
+                for c in checks {
+                    self.line(&format!(
+                        "preflight {:<4} {:<14} {}",
+                        if c.ok { "ok" } else { "FAIL" },
+                        c.check,
+                        c.detail
+                    ));
+                }
+            }
             Event::Resuming { steps_done } => {
                 self.line(&format!("resuming the interrupted apply of this bundle ({steps_done} steps already done)"));
             }

@@ -28,6 +28,11 @@ pub enum Event {
         /// Steps already done.
         steps_done: usize,
     },
+    /// The host checks, before anything changes.
+    Preflight {
+        /// One line per check.
+        checks: Vec<crate::preflight::Check>,
+    },
     /// The image phase starts.
     LoadStart {
         /// Bytes of blobs to send to Docker.

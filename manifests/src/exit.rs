@@ -57,6 +57,14 @@ pub enum Exit {
     Unhealthy = 40,
     /// `installer status`: nothing is installed yet.
     NotInstalled = 41,
+    /// Preflight: not enough free space on Docker's data root or the state directory.
+    PreflightDisk = 50,
+    /// Preflight: the Docker Engine is too old for the bundle.
+    PreflightDocker = 51,
+    /// Preflight: the host's CPU architecture is not the bundle's platform.
+    PreflightPlatform = 52,
+    /// Preflight: the services' memory limits add up to more than the host has.
+    PreflightMemory = 53,
 }
 
 impl Exit {
@@ -88,6 +96,10 @@ impl Exit {
         Exit::RollbackFailed,
         Exit::Unhealthy,
         Exit::NotInstalled,
+        Exit::PreflightDisk,
+        Exit::PreflightDocker,
+        Exit::PreflightPlatform,
+        Exit::PreflightMemory,
     ];
 
     /// The numeric code.
@@ -126,6 +138,10 @@ impl Exit {
             Exit::RollbackFailed => "rollback-failed",
             Exit::Unhealthy => "unhealthy",
             Exit::NotInstalled => "not-installed",
+            Exit::PreflightDisk => "preflight-disk",
+            Exit::PreflightDocker => "preflight-docker",
+            Exit::PreflightPlatform => "preflight-platform",
+            Exit::PreflightMemory => "preflight-memory",
         }
     }
 }

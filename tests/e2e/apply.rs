@@ -546,3 +546,54 @@ fn an_upgrade_sends_only_the_changed_layer_and_keeps_unchanged_services() {
     let left = run(Command::new("docker").args(["ps", "-aq", "--filter", "name=e2e-upgrade-web-1-previous"]));
     assert!(left.stdout.trim().is_empty(), "{left:?}");
 }
+
+#[test]
+fn not_enough_disk_for_docker_is_refused_by_preflight_with_the_host_unchanged() {
+    if !e2e_enabled("not_enough_disk_for_docker_is_refused_by_preflight_with_the_host_unchanged") {
+        return;
+    }
+    let ws = Workspace::new();
+    let dir = ws.path("tool");
+    std::fs::create_dir_all(&dir).unwrap();
+    let compose = dir.join("compose.yaml");
+    std::fs::write(
+        &compose,
+        "name: e2e-disk\nx-bundle: {product: disktest}\nservices:\n  tool:\n    image: 127.0.0.1:5000/test/tool:1\n    command: [sleep, \"3600\"]\n",
+    )
+    .unwrap();
+    let bundle = ws.path("b.tar");
+    assert_eq!(ws.build(&compose, 1, &bundle, &[]).code, 0);
+    remove_project("e2e-disk");
+    // The image must be sent, so Docker needs space for it.
+    let _ = run(Command::new("docker").args(["rmi", "127.0.0.1:5000/test/tool:1"]));
+    let installer = |args: &[&str], free: Option<&str>| {
+        let mut c = Command::new(bin("installer"));
+        c.args(args).arg(&bundle).arg("--key").arg(&ws.public).env("INSTALLER_STATE_DIR", ws.path("state"));
+        if let Some(f) = free {
+            c.env("INSTALLER_TEST_DOCKER_FREE_BYTES", f);
+        }
+        run(&mut c)
+    };
+    let before = docker_snapshot();
+    let r = installer(&["apply"], Some("1000"));
+    assert_eq!(r.code, 50, "{r:?}");
+    assert!(
+        r.stderr.contains("Docker data root") && r.stderr.contains("1.0 kB free") && r.stderr.contains("hint:"),
+        "{r:?}"
+    );
+    assert_eq!(docker_snapshot(), before, "the host changed");
+
+    let r = installer(&["plan", "--json"], Some("1000"));
+    assert_eq!(r.code, 50, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
+    let checks = v["preflight"]["checks"].as_array().unwrap();
+    let disk = checks.iter().find(|c| c["check"] == "disk").unwrap();
+    assert_eq!(disk["ok"], false, "{disk}");
+    for name in ["state-disk", "docker", "platform", "memory", "hypervisor", "ports"] {
+        assert!(checks.iter().any(|c| c["check"] == name), "no `{name}` line: {checks:?}");
+    }
+
+    let r = installer(&["apply"], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    remove_project("e2e-disk");
+}

@@ -115,7 +115,14 @@ impl FakeEngine {
 
 impl Engine for FakeEngine {
     async fn info(&self) -> Result<EngineInfo, InstallError> {
-        Ok(EngineInfo { server_version: "fake".into(), api_version: "1.41".into(), ..Default::default() })
+        Ok(EngineInfo {
+            server_version: "fake".into(),
+            api_version: "1.41".into(),
+            root_dir: std::env::temp_dir().display().to_string(),
+            storage_driver: "overlay2".into(),
+            architecture: "x86_64".into(),
+            mem_total: 8 << 30,
+        })
     }
     async fn image_ids(&self) -> Result<BTreeSet<Digest>, InstallError> {
         Ok(self.images.lock().unwrap().clone())
