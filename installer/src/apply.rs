@@ -173,6 +173,20 @@ pub async fn apply<E: Engine>(
     if let Some(p) = previous.filter(|p| opts.allow_downgrade && manifest.release < *p) {
         overrides.push(format!("--allow-downgrade from release {p}"));
     }
+    record_history(&state, &manifest, key_id, previous, &result, overrides);
+    result
+}
+
+/// Append the outcome to the history. The history must never hide the apply's own result, so a
+/// failure to write it is only logged.
+fn record_history(
+    state: &StateDir,
+    manifest: &Manifest,
+    key_id: String,
+    previous: Option<u64>,
+    result: &Result<Outcome, InstallError>,
+    overrides: Vec<String>,
+) {
     let entry = HistoryEntry {
         at: manifests::time::now(),
         product: manifest.product.clone(),
@@ -180,7 +194,7 @@ pub async fn apply<E: Engine>(
         release: manifest.release,
         previous_release: previous,
         key_id,
-        outcome: match &result {
+        outcome: match result {
             Ok(_) => "applied".to_string(),
             Err(e) => manifests::Diagnose::exit(e).name().to_string(),
         },
@@ -190,11 +204,9 @@ pub async fn apply<E: Engine>(
         operator: operator_name(),
         overrides,
     };
-    // The history must never hide the apply's own result.
     if let Err(e) = state.append_history(&entry) {
         tracing::warn!("could not record the apply in the history: {e}");
     }
-    result
 }
 
 /// Who ran the installer: the sudo user if any, else the login name.
@@ -278,6 +290,29 @@ async fn apply_signed<E: Engine>(
     }
     state.save_values(&values)?;
 
+    let outcome = Outcome {
+        release: manifest.release,
+        bytes_sent,
+        bytes_skipped: the_plan.load.bytes_skipped,
+        changed: vec![],
+        kept: vec![],
+        migrations_run: vec![],
+    };
+    converge(&ctx, &the_plan, &host, installed_before.is_some(), verified.manifest_sha256, started, outcome).await
+}
+
+/// Networks, volumes, services wave by wave, then record the release. On failure with a previous
+/// release on the host, put it back.
+async fn converge<E: Engine>(
+    ctx: &Ctx<'_, E>,
+    the_plan: &Plan,
+    host: &HostState,
+    has_previous: bool,
+    manifest_sha256: Digest,
+    started: Instant,
+    mut outcome: Outcome,
+) -> Result<Outcome, InstallError> {
+    let (engine, reporter, state, manifest) = (ctx.engine, ctx.reporter, ctx.state, ctx.manifest);
     ctx.record("resources", StepStatus::Started)?;
     for n in &manifest.networks {
         let labels = BTreeMap::from([
@@ -295,21 +330,13 @@ async fn apply_signed<E: Engine>(
     }
     ctx.record("resources", StepStatus::Done)?;
 
-    let mut outcome = Outcome {
-        release: manifest.release,
-        bytes_sent,
-        bytes_skipped: the_plan.load.bytes_skipped,
-        changed: vec![],
-        kept: vec![],
-        migrations_run: vec![],
-    };
-    if let Err(cause) = run_waves(&ctx, &the_plan, &host, &mut outcome).await {
+    if let Err(cause) = run_waves(ctx, the_plan, host, &mut outcome).await {
         // Without Docker nothing can be put back; a re-run resumes instead. On a first install
         // there is no previous release to go back to.
-        if matches!(cause, InstallError::DockerUnreachable { .. }) || installed_before.is_none() {
+        if matches!(cause, InstallError::DockerUnreachable { .. }) || !has_previous {
             return Err(cause);
         }
-        return Err(rollback(&ctx, &the_plan, cause).await);
+        return Err(rollback(ctx, the_plan, cause).await);
     }
 
     // The new release is up: the containers it replaced can go.
@@ -325,7 +352,7 @@ async fn apply_signed<E: Engine>(
         project: manifest.project.clone(),
         release: manifest.release,
         version: manifest.version.clone(),
-        manifest_sha256: verified.manifest_sha256,
+        manifest_sha256,
         applied_at: manifests::time::now(),
         services: the_plan
             .waves
@@ -802,4 +829,100 @@ pub fn render_plan(report: &PlanReport) -> String {
     let _ = writeln!(s, "preflight:");
     s.push_str(&report.preflight.render());
     s
+}
+
+/// What `installer rollback` needs.
+#[derive(Debug, Clone)]
+pub struct RollbackOptions {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Extra trusted keys.
+    pub keys: Vec<PathBuf>,
+}
+
+/// `installer rollback`: go back to the release installed before the current one, from what the
+/// host still has: its signed manifest and config files in the state dir (signature checked
+/// again against the trusted keys) and its images in Docker. Nothing is loaded; its migrations
+/// already ran. Recorded in the history as an override.
+///
+/// # Errors
+/// Nothing to go back to, its images gone, a bad signature, or any apply error.
+pub async fn rollback_on_demand<E: Engine>(
+    opts: &RollbackOptions,
+    engine: &E,
+    reporter: &dyn Reporter,
+) -> Result<Outcome, InstallError> {
+    let started = Instant::now();
+    let state = StateDir::new(opts.state_dir.clone());
+    let _lock = state.lock()?;
+    let current = state.installed()?.ok_or_else(|| InstallError::NotInstalled(state.root().to_path_buf()))?;
+    let keys = trust::trusted_keys(&state.keys_dir(), &opts.keys)?;
+    let target = state.previous()?.filter(|p| p.release != current.release).ok_or_else(|| {
+        InstallError::Policy(format!(
+            "there is no earlier release on this host to go back to (release {} is installed)",
+            current.release
+        ))
+    })?;
+    let dir = state.release_dir(target.release);
+    let bytes = std::fs::read(dir.join("bundle.json")).map_err(InstallError::state(dir.join("bundle.json")))?;
+    let signature = std::fs::read_to_string(dir.join("bundle.json.minisig"))
+        .map_err(InstallError::state(dir.join("bundle.json.minisig")))?;
+    let bundle_err = |source| InstallError::Bundle { path: dir.join("bundle.json"), source };
+    let signer = keys.verify(&bytes, &signature).map_err(|e| bundle_err(e.into()))?;
+    let manifest = Manifest::from_bytes(&bytes).map_err(|e| bundle_err(e.into()))?;
+    reporter.event(&Event::Verified {
+        product: manifest.product.clone(),
+        version: manifest.version.clone(),
+        release: manifest.release,
+        key_id: signer.key_id.to_string(),
+    });
+    let result = async {
+        let values = state.values()?;
+        let info = engine.info().await?;
+        let host = host_state(engine, &manifest, &state).await?;
+        let the_plan =
+            plan::plan(&manifest, &host, &values, &state.files_dir(manifest.release), &file_digests(&manifest), true)
+                .map_err(InstallError::Preflight)?;
+        if let Some(missing) = the_plan.load.images.iter().find(|i| i.action == ImageAction::Load) {
+            return Err(InstallError::Policy(format!(
+                "image {} of release {} is no longer on this host; apply that release's bundle instead",
+                missing.reference, manifest.release
+            )));
+        }
+        let report = preflight::check_host(&manifest, &the_plan, &info, state.root());
+        reporter.event(&Event::Preflight { checks: report.checks.clone() });
+        report.result()?;
+        preflight::check_ports(&the_plan, &host)?;
+        let manifest_sha256 = Digest::of(&bytes);
+        let journal = Journal {
+            manifest_sha256: Some(manifest_sha256),
+            release: manifest.release,
+            started_at: manifests::time::now(),
+            finished: false,
+            steps: Vec::new(),
+        };
+        state.save_journal(&journal)?;
+        let ctx = Ctx {
+            engine,
+            reporter,
+            state: &state,
+            manifest: &manifest,
+            journal: Mutex::new(journal),
+            health_timeout: Duration::from_millis(manifest.health.timeout_ms),
+        };
+        tag_present(&ctx, &the_plan.load).await?;
+        let outcome = Outcome {
+            release: manifest.release,
+            bytes_sent: 0,
+            bytes_skipped: the_plan.load.bytes_skipped,
+            changed: vec![],
+            kept: vec![],
+            migrations_run: vec![],
+        };
+        converge(&ctx, &the_plan, &host, true, manifest_sha256, started, outcome).await
+    }
+    .await;
+    let overrides = vec![format!("installer rollback from release {}", current.release)];
+    record_history(&state, &manifest, signer.key_id.to_string(), Some(current.release), &result, overrides);
+    result
 }

@@ -31,6 +31,12 @@ pub enum Command {
     Plan(ApplyArgs),
     /// Install or upgrade: verify, load images, run migrations once, start services gated on health.
     Apply(ApplyArgs),
+    /// Go back to the release installed before the current one (its images and files are still here).
+    Rollback {
+        /// Trust this public key (in addition to <state-dir>/keys). Repeatable.
+        #[arg(long, value_hint = ValueHint::FilePath)]
+        key: Vec<PathBuf>,
+    },
     /// Show the installed release and the state of every service.
     Status,
     /// Show every apply on this host: release, time, outcome, who ran it, overrides.

@@ -201,6 +201,7 @@ pub fn pass<R: io::Read>(
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir.join("files")).map_err(staging_err)?;
         std::fs::write(dir.join("bundle.json"), reader.manifest_bytes()).map_err(staging_err)?;
+        std::fs::write(dir.join("bundle.json.minisig"), reader.signature_text()).map_err(staging_err)?;
     }
     let result = (|| {
         while let Some(entry) = reader.next_entry()? {

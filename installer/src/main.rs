@@ -122,20 +122,18 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
                 r = installer::apply::apply(&opts, &engine, &reporter) => r?,
                 signal = interrupted() => return Err(InstallError::Interrupted(signal)),
             };
-            if cli.json {
-                let mut v = serde_json::to_value(&outcome).unwrap_or_default();
-                v["event"] = "outcome".into();
-                println!("{v}");
-            } else {
-                eprintln!(
-                    "sent {} to Docker ({} already present); changed: {}; kept: {}; migrations run: {}",
-                    human_bytes(outcome.bytes_sent),
-                    human_bytes(outcome.bytes_skipped),
-                    list(&outcome.changed),
-                    list(&outcome.kept),
-                    list(&outcome.migrations_run)
-                );
-            }
+            print_outcome(&outcome, cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback { key } => {
+            let engine = DockerEngine::connect()?;
+            let reporter = Terminal::new(cli.json);
+            let opts = installer::apply::RollbackOptions { state_dir: cli.state_dir.clone(), keys: key.clone() };
+            let outcome = tokio::select! {
+                r = installer::apply::rollback_on_demand(&opts, &engine, &reporter) => r?,
+                signal = interrupted() => return Err(InstallError::Interrupted(signal)),
+            };
+            print_outcome(&outcome, cli.json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
@@ -200,6 +198,23 @@ fn render_history(entries: &[installer::state::HistoryEntry]) -> String {
         s.push('\n');
     }
     s
+}
+
+fn print_outcome(outcome: &installer::apply::Outcome, json: bool) {
+    if json {
+        let mut v = serde_json::to_value(outcome).unwrap_or_default();
+        v["event"] = "outcome".into();
+        println!("{v}");
+    } else {
+        eprintln!(
+            "sent {} to Docker ({} already present); changed: {}; kept: {}; migrations run: {}",
+            human_bytes(outcome.bytes_sent),
+            human_bytes(outcome.bytes_skipped),
+            list(&outcome.changed),
+            list(&outcome.kept),
+            list(&outcome.migrations_run)
+        );
+    }
 }
 
 fn list(v: &[String]) -> String {

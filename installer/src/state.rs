@@ -9,6 +9,7 @@
 //! keys/*.pub              trusted public keys
 //! lock                    held (flock) by the running apply
 //! installed.json          the release that is installed and its containers
+//! previous.json           the release before it (what `installer rollback` returns to)
 //! journal.json            steps of the current or last apply, each started/done/failed: the
 //!                         record of how far it got. Resuming does not replay it: the plan is
 //!                         computed again from the host (container labels carry the config hash
@@ -16,7 +17,7 @@
 //! history.jsonl           every apply: release, time, outcome, operator, overrides
 //! migrations.json         every migration that completed, per release (never forgotten)
 //! values.json             the operator's variables, mode 0600
-//! releases/<n>/bundle.json, releases/<n>/files/...   the manifest and config files of release n
+//! releases/<n>/bundle.json, bundle.json.minisig, files/...   release n's signed manifest and config files
 //! ```
 
 use std::collections::BTreeMap;
@@ -254,12 +255,25 @@ impl StateDir {
     pub fn installed(&self) -> Result<Option<Installed>, InstallError> {
         self.read_json("installed.json")
     }
-    /// Record the installed release.
+    /// Record the installed release; the one it replaces (if another release) becomes the
+    /// previous release that `installer rollback` returns to.
     ///
     /// # Errors
     /// Write failures.
     pub fn set_installed(&self, installed: &Installed) -> Result<(), InstallError> {
+        if let Some(old) = self.installed()?
+            && old.release != installed.release
+        {
+            self.write_json("previous.json", &old)?;
+        }
         self.write_json("installed.json", installed)
+    }
+    /// The release installed before the current one, if any.
+    ///
+    /// # Errors
+    /// Unreadable state.
+    pub fn previous(&self) -> Result<Option<Installed>, InstallError> {
+        self.read_json("previous.json")
     }
     /// The journal of the last apply.
     ///

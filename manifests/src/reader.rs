@@ -231,6 +231,7 @@ pub struct BundleReader<R> {
     file_len: Option<u64>,
     manifest: Manifest,
     manifest_bytes: Vec<u8>,
+    signature_text: String,
     signer: Option<Verified>,
     next: usize,
     current: Option<Current>,
@@ -252,6 +253,7 @@ impl<R: Read> BundleReader<R> {
         let mut reader = Self::open_unverified(inner, file_len)?;
         let signature = reader.signature_text.take().unwrap_or_default();
         let verified = keys.verify(&reader.reader.manifest_bytes, &signature)?;
+        reader.reader.signature_text = signature;
         let manifest = Manifest::from_bytes(&reader.reader.manifest_bytes)?;
         check_manifest_entries(&manifest)?;
         reader.reader.manifest = manifest;
@@ -267,6 +269,11 @@ impl<R: Read> BundleReader<R> {
     /// The exact bytes of `bundle.json`.
     pub fn manifest_bytes(&self) -> &[u8] {
         &self.manifest_bytes
+    }
+
+    /// The exact text of `bundle.json.minisig` (so a release can be re-verified later).
+    pub fn signature_text(&self) -> &str {
+        &self.signature_text
     }
 
     /// Who signed (None only for [`read_unverified_manifest`]).
@@ -519,6 +526,7 @@ impl<R: Read> BundleReader<R> {
             file_len,
             manifest: empty_manifest(),
             manifest_bytes: Vec::new(),
+            signature_text: String::new(),
             signer: None,
             next: 0,
             current: None,

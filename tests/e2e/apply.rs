@@ -597,3 +597,35 @@ fn not_enough_disk_for_docker_is_refused_by_preflight_with_the_host_unchanged() 
     assert_eq!(r.code, 0, "{r:?}");
     remove_project("e2e-disk");
 }
+
+#[test]
+fn rollback_on_demand_returns_to_the_previous_release_without_its_bundle() {
+    if !e2e_enabled("rollback_on_demand_returns_to_the_previous_release_without_its_bundle") {
+        return;
+    }
+    let site = Site::new("e2e-rollback-cmd", 18192);
+    let r = run(&mut site.installer(&["rollback"]));
+    assert_eq!(r.code, 41, "{r:?}");
+    let r1 = site.bundle(1, &[]);
+    assert_eq!(site.apply(&r1, &[]).code, 0);
+    let r = run(&mut site.installer(&["rollback"]));
+    assert_eq!(r.code, 22, "{r:?}");
+    assert!(r.stderr.contains("no earlier release"), "{r:?}");
+    let r2 = site.bundle(2, &[("stack/web:1", "stack/web:2")]);
+    assert_eq!(site.apply(&r2, &[]).code, 0);
+    assert!(site.http_get().contains("web release 2"));
+    std::fs::remove_file(&r1).unwrap();
+
+    let r = run(&mut site.installer(&["rollback"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(site.http_get().contains("web release 1"), "release 1 is not serving");
+    let (code, status) = site.status();
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["release"], 1);
+    assert_eq!(site.migration_runs(), 2, "a migration ran again on rollback");
+    let r = run(&mut site.installer(&["history", "--json"]));
+    let last: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["release"], 1);
+    assert_eq!(last["outcome"], "applied");
+    assert_eq!(last["overrides"], serde_json::json!(["installer rollback from release 2"]));
+}
