@@ -41,6 +41,8 @@ pub struct BuildOptions {
     pub valid_days: Option<u64>,
     /// Parallel downloads.
     pub jobs: usize,
+    /// Public key to rotate to: recorded in the manifest, signed by the current key.
+    pub rotate_to: Option<PathBuf>,
 }
 
 /// What was built.
@@ -124,6 +126,13 @@ pub async fn build<S: ImageSource>(
     reporter: &dyn Reporter,
 ) -> Result<BuildSummary, BundlerError> {
     let key = read_secret_key(&opts.secret_key)?;
+    let key_rotation = match &opts.rotate_to {
+        None => None,
+        Some(path) => {
+            let new = crate::keys::load_public_keys(std::slice::from_ref(path))?.keys()[0].clone();
+            Some(manifests::KeyRotation { new_key_id: new.key_id.to_string(), new_public_key: new.to_file_string() })
+        }
+    };
     let compose_name = opts.compose.display().to_string();
     let compose_text = std::fs::read_to_string(&opts.compose)
         .map_err(|source| BundlerError::ComposeUnreadable { path: opts.compose.clone(), source })?;
@@ -226,6 +235,7 @@ pub async fn build<S: ImageSource>(
         variables: stack.variables.clone(),
         health: stack.health.clone(),
         requires: Requirements { image_bytes: blob_bytes, docker_api_version: "1.41".into() },
+        key_rotation,
     };
     let manifest_bytes = manifest.to_canonical_bytes();
     let signature = key.sign(

@@ -88,6 +88,10 @@ pub struct BuildArgs {
     /// Parallel downloads.
     #[arg(long, default_value_t = 4)]
     pub jobs: usize,
+    /// Rotate to this new public key: hosts that trust the current key and apply this bundle
+    /// will trust the new key too. Sign later bundles with the new secret key.
+    #[arg(long, value_hint = ValueHint::FilePath)]
+    pub rotate_to: Option<PathBuf>,
 }
 
 /// `inspect`.

@@ -27,6 +27,8 @@ pub struct Inspection {
     pub key_id: String,
     /// Whether the signature was checked (with --key).
     pub signature_checked: bool,
+    /// Key id this bundle rotates to, if it carries a key-rotation record.
+    pub rotates_to: Option<String>,
     /// Images.
     pub images: Vec<ImageInfo>,
     /// Start order, as waves.
@@ -90,6 +92,7 @@ pub fn summarize(m: &Manifest, signature_checked: bool, total_size: u64) -> Insp
         expires: m.expires.map(manifests::time::rfc3339),
         key_id: m.key_id.clone(),
         signature_checked,
+        rotates_to: m.key_rotation.as_ref().map(|r| r.new_key_id.clone()),
         images: m
             .images
             .iter()

@@ -95,6 +95,7 @@ fn run(cli: Cli) -> Result<(), BundlerError> {
                 created,
                 valid_days: a.valid_days,
                 jobs: a.jobs,
+                rotate_to: a.rotate_to,
             };
             let source = bundler::registry::OciRegistry::new(a.insecure_registry)?;
             let reporter = Terminal::new(cli.json);
@@ -187,6 +188,9 @@ fn print_inspection(i: &bundler::inspect::Inspection) {
         i.key_id,
         if i.signature_checked { " (signature checked)" } else { " (signature not checked; pass --key to check)" }
     );
+    if let Some(k) = &i.rotates_to {
+        println!("rotates to key {k} (hosts that apply this bundle will trust it)");
+    }
     println!("images");
     for img in &i.images {
         println!("  {}  {} layers  {}  {}", img.reference, img.layers, human_bytes(img.size), img.digest);

@@ -11,7 +11,7 @@
 //! 7. record the release; remove the containers the new release replaced.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -285,6 +285,15 @@ async fn apply_signed<E: Engine>(
             && key.key_id == signer.key_id
             && trust::remember(&state.keys_dir(), &key)?
         {
+            reporter.event(&Event::KeyTrusted { fingerprint: key.fingerprint() });
+        }
+    }
+    // Every entry matched a manifest signed by a trusted key: its rotation record is trusted too.
+    if let Some(rotation) = &manifest.key_rotation {
+        let key = manifests::PublicKey::from_file_string(&rotation.new_public_key, Path::new("bundle.json")).map_err(
+            |e| InstallError::Key { path: opts.bundle.clone(), message: format!("key-rotation record: {e}") },
+        )?;
+        if trust::remember(&state.keys_dir(), &key)? {
             reporter.event(&Event::KeyTrusted { fingerprint: key.fingerprint() });
         }
     }

@@ -31,8 +31,8 @@ pub mod time;
 pub use digest::Digest;
 pub use exit::{Diagnose, Exit};
 pub use manifest::{
-    Blob, Condition, Entry, HealthSettings, HealthcheckDef, Image, Layer, LimitsDef, LoggingDef, Manifest, Mount,
-    MountKind, PortMapping, Requirements, SCHEMA_VERSION, ServiceDef, VariableDef,
+    Blob, Condition, Entry, HealthSettings, HealthcheckDef, Image, KeyRotation, Layer, LimitsDef, LoggingDef, Manifest,
+    Mount, MountKind, PortMapping, Requirements, SCHEMA_VERSION, ServiceDef, VariableDef,
 };
 pub use reader::{BundleError, BundleReader};
 pub use signature::{KeyId, PublicKey, SecretKey, TrustedKeys};

@@ -57,6 +57,20 @@ pub struct Manifest {
     pub health: HealthSettings,
     /// What the host needs.
     pub requires: Requirements,
+    /// A new signing key the vendor moves to. This manifest is signed by the current key, so a
+    /// host that trusts the current key and verifies this bundle trusts the new one too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rotation: Option<KeyRotation>,
+}
+
+/// A key-rotation record: the new public key, in minisign's format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRotation {
+    /// Key id of the new key.
+    pub new_key_id: String,
+    /// The new public key file's text (minisign format).
+    pub new_public_key: String,
 }
 
 /// One archive entry.

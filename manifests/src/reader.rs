@@ -619,5 +619,6 @@ fn empty_manifest() -> Manifest {
         variables: std::collections::BTreeMap::new(),
         health: crate::HealthSettings { timeout_ms: 0 },
         requires: crate::Requirements { image_bytes: 0, docker_api_version: String::new() },
+        key_rotation: None,
     }
 }

@@ -629,3 +629,53 @@ fn rollback_on_demand_returns_to_the_previous_release_without_its_bundle() {
     assert_eq!(last["outcome"], "applied");
     assert_eq!(last["overrides"], serde_json::json!(["installer rollback from release 2"]));
 }
+
+#[test]
+fn a_key_rotation_record_makes_the_new_key_trusted() {
+    if !e2e_enabled("a_key_rotation_record_makes_the_new_key_trusted") {
+        return;
+    }
+    let site = Site::new("e2e-rotate", 18193);
+    let (new_secret, new_public) = (site.ws.path("next.key"), site.ws.path("next.pub"));
+    let r = run(Command::new(bin("bundler"))
+        .args(["keygen", "--secret-key"])
+        .arg(&new_secret)
+        .arg("--public-key")
+        .arg(&new_public));
+    assert_eq!(r.code, 0, "{r:?}");
+    let next =
+        manifests::PublicKey::from_file_string(&std::fs::read_to_string(&new_public).unwrap(), &new_public).unwrap();
+
+    // Release 1, signed by the current key, announces the next one.
+    let name = format!("name: {}", site.project);
+    let replacements = [("name: teststack", name.as_str()), ("127.0.0.1:18080:8080", "127.0.0.1:18193:8080")];
+    let compose = site.ws.stack("rotate", &replacements);
+    let r1 = site.ws.path("r1.tar");
+    let r = site.ws.build(&compose, 1, &r1, &["--rotate-to", new_public.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(Command::new(bin("bundler")).args(["inspect", "--json"]).arg(&r1));
+    assert!(r.stdout.contains(&next.key_id.to_string()), "{r:?}");
+    let r = site.apply(&r1, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains(&format!("now trusting key {}", next.key_id)), "{r:?}");
+
+    // Release 2, signed by the new key only, installs without --key.
+    let r2 = site.ws.path("r2.tar");
+    let r = run(Command::new(bin("bundler"))
+        .args(["build", "-f"])
+        .arg(&compose)
+        .arg("--key")
+        .arg(&new_secret)
+        .args(["--version", "2", "--release", "2", "--insecure-registry", "127.0.0.1:5000", "-o"])
+        .arg(&r2)
+        .arg("--cache-dir")
+        .arg(&site.ws.cache));
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(site.installer(&["apply"]).arg(&r2).arg("--values").arg(&site.values));
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // A host that never saw the rotation does not trust the new key.
+    let other = Site::new("e2e-rotate-other", 18194);
+    let r = run(other.installer(&["verify"]).arg(&r2).arg("--key").arg(&site.ws.public));
+    assert_eq!(r.code, 21, "{r:?}");
+}

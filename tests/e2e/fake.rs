@@ -290,6 +290,7 @@ fn build_bundle(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         created: 1_790_000_000,
         valid_days: None,
         jobs: 2,
+        rotate_to: None,
     };
     let source = FakeSource::new(&["fake.local/db:1", "fake.local/app:1"]);
     runtime().block_on(bundler::build::build(&opts, &source, &bundler::report::Silent)).unwrap();
