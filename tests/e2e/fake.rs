@@ -211,7 +211,7 @@ impl Engine for FakeEngine {
             c.running = false;
             c.status = "exited".into();
             c.exit_code = Some(*code);
-        } else if service == "migrate" {
+        } else if service == "migrate" || service == "backup" {
             c.status = "exited".into();
             c.exit_code = Some(0);
         } else {
@@ -254,7 +254,12 @@ name: fake
 x-bundle:
   product: fake
   migrations: [migrate]
+  backup: backup
 services:
+  backup:
+    image: fake.local/db:1
+    volumes: [data:/data]
+    depends_on: {db: {condition: service_healthy}}
   db:
     image: fake.local/db:1
     volumes: [data:/data]
@@ -328,7 +333,10 @@ fn apply_loads_then_starts_in_dependency_order_and_a_rerun_changes_nothing() {
     assert!(position(&calls, "volume fake_data") < position(&calls, "create fake-db-1"));
     assert!(position(&calls, "start fake-db-1") < position(&calls, "create fake-migrate-1"));
     assert!(position(&calls, "start fake-migrate-1") < position(&calls, "create fake-web-1"));
-    assert_eq!(outcome.migrations_run, vec!["migrate"]);
+    // The backup job runs after what it depends on and before every migration.
+    assert!(position(&calls, "start fake-db-1") < position(&calls, "create fake-backup-1"));
+    assert!(position(&calls, "start fake-backup-1") < position(&calls, "create fake-migrate-1"));
+    assert_eq!(outcome.migrations_run, vec!["backup", "migrate"]);
     assert!(outcome.bytes_sent > 0);
 
     let again = runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap();
@@ -370,4 +378,27 @@ fn a_bundle_for_another_product_is_refused_before_any_change() {
     let err = runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap_err();
     assert_eq!(err.exit(), Exit::PolicyRejected, "{err}");
     assert!(engine.calls().is_empty(), "engine touched: {:?}", engine.calls());
+}
+
+#[test]
+fn installer_plan_output_is_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, public) = build_bundle(dir.path());
+    let engine = FakeEngine::default();
+    let opts = options(dir.path(), &bundle, &public);
+    let render = |engine: &FakeEngine| {
+        let report = runtime().block_on(installer::apply::plan_only(&opts, engine)).unwrap();
+        // Free space and the hypervisor differ between machines: keep each check's name and verdict.
+        installer::apply::render_plan(&report)
+            .lines()
+            .map(|l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+                [verdict @ ("ok" | "FAIL"), check, ..] => format!("  {verdict} {check}"),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    insta::assert_snapshot!("plan_first_install", render(&engine));
+    runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap();
+    insta::assert_snapshot!("plan_after_install", render(&engine));
 }
