@@ -166,9 +166,12 @@ pub async fn build<S: ImageSource>(
     reporter.start(Phase::Resolve, 0);
     let references: BTreeSet<&str> = stack.services.values().map(|s| s.image.as_str()).collect();
     let mut images = Vec::new();
+    let mut fetched_while_resolving = 0;
     for reference in &references {
         reporter.message(&format!("resolving {reference}"));
-        images.push(resolve_image(source, reference, &blob_dir).await?);
+        let (image, fetched) = resolve_image(source, reference, &blob_dir).await?;
+        fetched_while_resolving += fetched;
+        images.push(image);
     }
     reporter.finish(Phase::Resolve);
 
@@ -192,9 +195,10 @@ pub async fn build<S: ImageSource>(
 
     // Download what the cache lacks.
     let missing: Vec<&(String, Blob)> = blob_order.iter().filter(|(_, b)| !cached(&blob_dir, b)).collect();
-    let downloaded_bytes: u64 = missing.iter().map(|(_, b)| b.size).sum();
+    let to_download: u64 = missing.iter().map(|(_, b)| b.size).sum();
+    let downloaded_bytes = to_download + fetched_while_resolving;
     let blob_bytes: u64 = blob_order.iter().map(|(_, b)| b.size).sum();
-    reporter.start(Phase::Download, downloaded_bytes);
+    reporter.start(Phase::Download, to_download);
     let progress = |n| reporter.advance(Phase::Download, n);
     futures_util::stream::iter(missing.iter().map(|(reference, blob)| {
         let dest = blob_dir.join(blob.digest.hex());
@@ -295,7 +299,12 @@ fn cached(blob_dir: &Path, blob: &Blob) -> bool {
     std::fs::metadata(blob_dir.join(blob.digest.hex())).is_ok_and(|m| m.len() == blob.size)
 }
 
-async fn resolve_image<S: ImageSource>(source: &S, reference: &str, blob_dir: &Path) -> Result<Image, BundlerError> {
+/// The pinned image, and the bytes fetched from the registry for it (manifest and config).
+async fn resolve_image<S: ImageSource>(
+    source: &S,
+    reference: &str,
+    blob_dir: &Path,
+) -> Result<(Image, u64), BundlerError> {
     let unsupported = |reason: String| BundlerError::ImageUnsupported { reference: reference.to_string(), reason };
     let resolved = source.resolve(reference).await?;
     let doc: ManifestDoc = serde_json::from_slice(&resolved.raw)
@@ -314,8 +323,10 @@ async fn resolve_image<S: ImageSource>(source: &S, reference: &str, blob_dir: &P
         }
     }
     // Keep the manifest byte for byte in the cache, like any other blob.
+    let mut fetched = 0;
     let manifest_path = blob_dir.join(resolved.digest.hex());
     if !manifest_path.exists() {
+        fetched += resolved.raw.len() as u64;
         manifests::fsutil::write_atomic(&manifest_path, &resolved.raw, 0o644)
             .map_err(|source| BundlerError::Cache { path: manifest_path.clone(), source })?;
     }
@@ -323,6 +334,7 @@ async fn resolve_image<S: ImageSource>(source: &S, reference: &str, blob_dir: &P
     let config_path = blob_dir.join(config_digest.hex());
     if !std::fs::metadata(&config_path).is_ok_and(|m| m.len() == doc.config.size) {
         source.fetch_blob(reference, &config_digest, &config_path, &|_| {}).await?;
+        fetched += doc.config.size;
     }
     let config_bytes =
         std::fs::read(&config_path).map_err(|source| BundlerError::Cache { path: config_path.clone(), source })?;
@@ -351,13 +363,14 @@ async fn resolve_image<S: ImageSource>(source: &S, reference: &str, blob_dir: &P
             diff_id: parse_digest(diff_id)?,
         });
     }
-    Ok(Image {
+    let image = Image {
         reference: reference.to_string(),
         index_digest: resolved.index_digest,
         manifest: Blob { digest: resolved.digest, size: resolved.raw.len() as u64, media_type: manifest_type },
         config: Blob { digest: config_digest, size: doc.config.size, media_type: doc.config.media_type },
         layers,
-    })
+    };
+    Ok((image, fetched))
 }
 
 fn oci_index(images: &[Image]) -> Vec<u8> {

@@ -214,7 +214,18 @@ fn operator_name() -> String {
     ["SUDO_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .or_else(account_of_this_process)
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// The account name of the process's real uid, from /proc and /etc/passwd (no libc call), for
+/// shells that set no USER (cron, some SSH setups).
+fn account_of_this_process() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.get(2) == Some(&uid.as_str()));
+    Some(name.map_or_else(|| format!("uid {uid}"), |f| f[0].to_string()))
 }
 
 async fn apply_signed<E: Engine>(
@@ -621,7 +632,14 @@ async fn set_aside<E: Engine>(ctx: &Ctx<'_, E>, current: &ContainerState, name: 
 }
 
 async fn create_and_start<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan) -> Result<String, InstallError> {
-    let id = ctx.engine.create(&sp.spec).await?;
+    // Name the service, not the container ID, in what the operator reads.
+    let named = |e: InstallError, verb: &str| match e {
+        InstallError::Docker { message, .. } => {
+            InstallError::Docker { action: format!("{verb} service `{}` ({})", sp.name, sp.container), message }
+        }
+        other => other,
+    };
+    let id = ctx.engine.create(&sp.spec).await.map_err(|e| named(e, "create"))?;
     if let Err(e) = ctx.engine.start(&id).await {
         let _ = ctx.engine.remove(&id).await;
         if let InstallError::Docker { message, .. } = &e
@@ -641,7 +659,7 @@ async fn create_and_start<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan) -> Resu
                 });
             }
         }
-        return Err(e);
+        return Err(named(e, "start"));
     }
     ctx.service(&sp.name, "started", None);
     Ok(id)
@@ -806,8 +824,9 @@ pub fn render_plan(report: &PlanReport) -> String {
     let _ = writeln!(s, "plan for {} {} (release {})", p.product, p.version, p.release);
     let _ = writeln!(
         s,
-        "images: send {} bytes, skip {} bytes already on this host",
-        p.load.bytes_to_send, p.load.bytes_skipped
+        "images: send {}, skip {} already on this host",
+        manifests::display::human_bytes(p.load.bytes_to_send),
+        manifests::display::human_bytes(p.load.bytes_skipped)
     );
     for i in &p.load.images {
         let _ = writeln!(
