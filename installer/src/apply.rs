@@ -70,7 +70,18 @@ struct Ctx<'a, E> {
     health_timeout: Duration,
 }
 
-impl<E: Engine> Ctx<'_, E> {
+impl<'a, E: Engine> Ctx<'a, E> {
+    fn new(
+        engine: &'a E,
+        reporter: &'a dyn Reporter,
+        state: &'a StateDir,
+        manifest: &'a Manifest,
+        journal: Journal,
+    ) -> Self {
+        let health_timeout = Duration::from_millis(manifest.health.timeout_ms);
+        Self { engine, reporter, state, manifest, journal: Mutex::new(journal), health_timeout }
+    }
+
     fn record(&self, name: &str, status: StepStatus) -> Result<(), InstallError> {
         let mut j = self.journal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         j.steps.push(JournalStep { name: name.to_string(), status, at: manifests::time::now() });
@@ -256,10 +267,7 @@ async fn apply_signed<E: Engine>(
     let digests = file_digests(&manifest);
     let the_plan =
         plan::plan(&manifest, &host, &values, &files_dir, &digests, true).map_err(InstallError::Preflight)?;
-    let report = preflight::check_host(&manifest, &the_plan, &info, state.root());
-    reporter.event(&Event::Preflight { checks: report.checks.clone() });
-    report.result()?;
-    preflight::check_ports(&the_plan, &host)?;
+    run_preflight(reporter, &manifest, &the_plan, &info, state, &host)?;
 
     // Nothing on the host has changed so far. From here on, every step is journaled.
     let mut journal = state.journal()?;
@@ -268,23 +276,10 @@ async fn apply_signed<E: Engine>(
             steps_done: journal.steps.iter().filter(|s| s.status == StepStatus::Done).count(),
         });
     } else {
-        journal = Journal {
-            manifest_sha256: Some(signed.manifest_sha256),
-            release: manifest.release,
-            started_at: manifests::time::now(),
-            finished: false,
-            steps: Vec::new(),
-        };
+        journal = Journal::new(signed.manifest_sha256, manifest.release);
     }
     state.save_journal(&journal)?;
-    let ctx = Ctx {
-        engine,
-        reporter,
-        state,
-        manifest: &manifest,
-        journal: Mutex::new(journal),
-        health_timeout: Duration::from_millis(manifest.health.timeout_ms),
-    };
+    let ctx = Ctx::new(engine, reporter, state, &manifest, journal);
 
     ctx.record("load-images", StepStatus::Started)?;
     let signer = signed.signer.clone();
@@ -404,6 +399,21 @@ async fn converge<E: Engine>(
         seconds: started.elapsed().as_secs_f64(),
     });
     Ok(outcome)
+}
+
+/// Every host check, reported line by line, then the ports; stops at the first failure.
+fn run_preflight(
+    reporter: &dyn Reporter,
+    manifest: &Manifest,
+    the_plan: &Plan,
+    info: &crate::engine::EngineInfo,
+    state: &StateDir,
+    host: &HostState,
+) -> Result<(), InstallError> {
+    let report = preflight::check_host(manifest, the_plan, info, state.root());
+    reporter.event(&Event::Preflight { checks: report.checks.clone() });
+    report.result()?;
+    preflight::check_ports(the_plan, host)
 }
 
 async fn run_waves<E: Engine>(
@@ -917,27 +927,11 @@ pub async fn rollback_on_demand<E: Engine>(
                 missing.reference, manifest.release
             )));
         }
-        let report = preflight::check_host(&manifest, &the_plan, &info, state.root());
-        reporter.event(&Event::Preflight { checks: report.checks.clone() });
-        report.result()?;
-        preflight::check_ports(&the_plan, &host)?;
+        run_preflight(reporter, &manifest, &the_plan, &info, &state, &host)?;
         let manifest_sha256 = Digest::of(&bytes);
-        let journal = Journal {
-            manifest_sha256: Some(manifest_sha256),
-            release: manifest.release,
-            started_at: manifests::time::now(),
-            finished: false,
-            steps: Vec::new(),
-        };
+        let journal = Journal::new(manifest_sha256, manifest.release);
         state.save_journal(&journal)?;
-        let ctx = Ctx {
-            engine,
-            reporter,
-            state: &state,
-            manifest: &manifest,
-            journal: Mutex::new(journal),
-            health_timeout: Duration::from_millis(manifest.health.timeout_ms),
-        };
+        let ctx = Ctx::new(engine, reporter, &state, &manifest, journal);
         tag_present(&ctx, &the_plan.load).await?;
         let outcome = Outcome {
             release: manifest.release,

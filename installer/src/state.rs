@@ -106,6 +106,20 @@ pub struct Journal {
     pub steps: Vec<JournalStep>,
 }
 
+impl Journal {
+    /// A fresh journal for a bundle.
+    #[must_use]
+    pub fn new(manifest_sha256: Digest, release: u64) -> Self {
+        Self {
+            manifest_sha256: Some(manifest_sha256),
+            release,
+            started_at: manifests::time::now(),
+            finished: false,
+            steps: Vec::new(),
+        }
+    }
+}
+
 /// One apply, as `installer history` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryEntry {

@@ -113,6 +113,23 @@ impl Drop for Site {
     }
 }
 
+/// A one-service bundle (`test/tool:1`, sleeping) for `project`, with the image removed from
+/// Docker so that applying it must really load it.
+fn tool_bundle(ws: &Workspace, project: &str) -> PathBuf {
+    let dir = ws.path(project);
+    std::fs::create_dir_all(&dir).unwrap();
+    let compose = dir.join("compose.yaml");
+    let text = format!(
+        "name: {project}\nx-bundle: {{product: {project}}}\nservices:\n  tool:\n    image: 127.0.0.1:5000/test/tool:1\n    command: [sleep, \"3600\"]\n"
+    );
+    std::fs::write(&compose, text).unwrap();
+    let bundle = ws.path(&format!("{project}.tar"));
+    assert_eq!(ws.build(&compose, 1, &bundle, &[]).code, 0);
+    remove_project(project);
+    let _ = run(Command::new("docker").args(["rmi", "127.0.0.1:5000/test/tool:1"]));
+    bundle
+}
+
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -180,19 +197,7 @@ fn a_tampered_bundle_changes_nothing_on_the_host() {
         return;
     }
     let ws = Workspace::new();
-    let dir = ws.path("tool");
-    std::fs::create_dir_all(&dir).unwrap();
-    let compose = dir.join("compose.yaml");
-    std::fs::write(
-        &compose,
-        "name: e2e-tamper\nx-bundle: {product: tampertest}\nservices:\n  tool:\n    image: 127.0.0.1:5000/test/tool:1\n    command: [sleep, \"3600\"]\n",
-    )
-    .unwrap();
-    let good = ws.path("good.tar");
-    assert_eq!(ws.build(&compose, 1, &good, &[]).code, 0);
-    remove_project("e2e-tamper");
-    // Make sure the image must really be loaded.
-    let _ = run(Command::new("docker").args(["rmi", "127.0.0.1:5000/test/tool:1"]));
+    let good = tool_bundle(&ws, "e2e-tamper");
     let mut bytes = std::fs::read(&good).unwrap();
     let at = bytes.len() - 1024 - 300;
     bytes[at] ^= 0x20;
@@ -553,19 +558,7 @@ fn not_enough_disk_for_docker_is_refused_by_preflight_with_the_host_unchanged() 
         return;
     }
     let ws = Workspace::new();
-    let dir = ws.path("tool");
-    std::fs::create_dir_all(&dir).unwrap();
-    let compose = dir.join("compose.yaml");
-    std::fs::write(
-        &compose,
-        "name: e2e-disk\nx-bundle: {product: disktest}\nservices:\n  tool:\n    image: 127.0.0.1:5000/test/tool:1\n    command: [sleep, \"3600\"]\n",
-    )
-    .unwrap();
-    let bundle = ws.path("b.tar");
-    assert_eq!(ws.build(&compose, 1, &bundle, &[]).code, 0);
-    remove_project("e2e-disk");
-    // The image must be sent, so Docker needs space for it.
-    let _ = run(Command::new("docker").args(["rmi", "127.0.0.1:5000/test/tool:1"]));
+    let bundle = tool_bundle(&ws, "e2e-disk");
     let installer = |args: &[&str], free: Option<&str>| {
         let mut c = Command::new(bin("installer"));
         c.args(args).arg(&bundle).arg("--key").arg(&ws.public).env("INSTALLER_STATE_DIR", ws.path("state"));
