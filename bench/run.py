@@ -6,8 +6,12 @@ Figures (each the median of --runs repetitions):
   build        `bundler build` (cold cache)      vs `skopeo copy` into one OCI layout,
                                                   vs `docker save | gzip`
   verify       `installer verify`                vs `openssl dgst -sha256` of the bundle
-  load-cold    `installer apply` image phase      vs `docker load` of a `docker save` tar
-               (images absent from dockerd)
+  load-cold    `installer apply` image phase      vs `docker load` of a `docker save` tar,
+               (images absent from dockerd)        vs `docker load` of `docker save | gzip`,
+                                                  vs `docker load` of the very archive we stream
+                                                     (gzip layers; Docker's own cost for our bytes),
+                                                  vs an experiment: gunzip while streaming to
+                                                     `docker load` (plain layers, C zlib)
   load-warm    `installer apply` image phase      vs `docker load` (images present)
   upgrade      bytes sent to Docker by an upgrade vs the size of the new layers and configs
                (ours counts the archive: tar headers, padding and manifest.json included)
@@ -20,6 +24,7 @@ Usage: bench/run.py [--stack examples/client-stack] [--runs 3]
 """
 
 import argparse
+import io
 import datetime
 import json
 import os
@@ -28,8 +33,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import tarfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +141,97 @@ def apply_load_phase(installer, bundle, pub, state, values, env, peak=None):
     return t_done - t_start, outcome
 
 
+def blob_path(extracted, digest):
+    return extracted / "images" / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+
+def docker_archive(manifest, extracted, sink, gunzip, sizes):
+    """Write to `sink` a docker-save archive of the bundle's images, as the installer streams it:
+    configs, then layers (gzip bytes as they are, or gunzipped on the fly when `gunzip`; `sizes`
+    gives the unpacked sizes a tar header needs first), manifest.json last."""
+    out = tarfile.open(fileobj=sink, mode="w|", format=tarfile.USTAR_FORMAT, copybufsize=1 << 20)
+    entries, seen = [], set()
+
+    def add(name, path, size, inflate):
+        info = tarfile.TarInfo(name)
+        info.size = size
+        if not inflate:
+            with open(path, "rb") as f:
+                out.addfile(info, f)
+            return
+        out.addfile(info, Inflating(path, size))
+
+    for image in manifest["images"]:
+        cfg = image["config"]["digest"].split(":", 1)[1]
+        if cfg not in seen:
+            seen.add(cfg)
+            add(f"{cfg}.json", blob_path(extracted, image["config"]["digest"]), image["config"]["size"], False)
+        layers = []
+        for layer in image["layers"]:
+            hexd = layer["digest"].split(":", 1)[1]
+            layers.append(f"{hexd}/layer.tar")
+            if hexd in seen:
+                continue
+            seen.add(hexd)
+            path = blob_path(extracted, layer["digest"])
+            if gunzip:
+                add(f"{hexd}/layer.tar", path, sizes[hexd], True)
+            else:
+                add(f"{hexd}/layer.tar", path, layer["size"], False)
+        entries.append({"Config": f"{cfg}.json", "RepoTags": [image["reference"]], "Layers": layers})
+    data = json.dumps(entries).encode()
+    info = tarfile.TarInfo("manifest.json")
+    info.size = len(data)
+    out.addfile(info, io.BytesIO(data))
+    out.close()
+
+
+class Inflating:
+    """A file-like reader that gunzips a layer blob in 1 MiB steps (C zlib, one core)."""
+
+    def __init__(self, path, size):
+        self.f, self.z, self.buf, self.pos = open(path, "rb"), zlib.decompressobj(31), bytearray(), 0
+
+    def read(self, n):
+        while len(self.buf) - self.pos < n and not self.z.eof:
+            chunk = self.f.read(1 << 20)
+            if not chunk:
+                break
+            del self.buf[:self.pos]
+            self.pos = 0
+            self.buf += self.z.decompress(chunk)
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += len(out)
+        return out
+
+
+def unpacked_sizes(manifest, extracted):
+    sizes = {}
+    for image in manifest["images"]:
+        for layer in image["layers"]:
+            hexd = layer["digest"].split(":", 1)[1]
+            if hexd not in sizes:
+                z, n = zlib.decompressobj(31), 0
+                with open(blob_path(extracted, layer["digest"]), "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        n += len(z.decompress(chunk))
+                sizes[hexd] = n
+    return sizes
+
+
+def docker_load_stream(manifest, extracted, gunzip, sizes):
+    """Seconds for `docker load` reading the archive from a pipe while it is written."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(["docker", "load", "-q"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    docker_archive(manifest, extracted, proc.stdin, gunzip, sizes)
+    proc.stdin.close()
+    err = proc.stderr.read()
+    if proc.wait() != 0:
+        sys.exit(f"bench: docker load of a streamed archive failed: {err[-2000:]}")
+    return time.perf_counter() - start
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--stack", default="examples/client-stack")
@@ -200,7 +298,12 @@ def main():
     # load, cold and warm
     sh(f"docker save {' '.join(refs)} > {work}/save.tar")
     root = docker_root()
+    extracted = work / "extracted"
+    extracted.mkdir()
+    sh(["tar", "-xf", bundle, "-C", extracted, "images"])
+    sizes = unpacked_sizes(manifest, extracted)
     cold_ours, cold_theirs, warm_ours, warm_theirs, peak_ours, peak_theirs = [], [], [], [], [], []
+    cold_gz, cold_same, cold_gunzip, peak_gunzip = [], [], [], []
     for i in range(args.runs):
         remove_project(project)
         remove_images(refs)
@@ -217,9 +320,22 @@ def main():
             cold_theirs.append(timed(["docker", "load", "-q", "-i", work / "save.tar"]))
         peak_theirs.append(d.peak)
         warm_theirs.append(timed(["docker", "load", "-q", "-i", work / "save.tar"]))
-    results["load_cold"] = {"installer_apply_image_phase": median(cold_ours), "docker_load": median(cold_theirs)}
+        remove_images(refs)
+        cold_gz.append(timed(["docker", "load", "-q", "-i", work / "save.tar.gz"]))
+        remove_images(refs)
+        cold_same.append(docker_load_stream(manifest, extracted, False, sizes))
+        remove_images(refs)
+        with DiskPeak(root) as d:
+            cold_gunzip.append(docker_load_stream(manifest, extracted, True, sizes))
+        peak_gunzip.append(d.peak)
+    results["load_cold"] = {"installer_apply_image_phase": median(cold_ours), "docker_load": median(cold_theirs),
+                            "docker_load_gzip_save": median(cold_gz),
+                            "docker_load_same_archive": median(cold_same),
+                            "experiment_gunzip_while_streaming": median(cold_gunzip)}
+    results["unpacked_bytes"] = sum(sizes.values())
     results["load_warm"] = {"installer_apply_image_phase": median(warm_ours), "docker_load": median(warm_theirs)}
-    results["disk_peak"] = {"installer_apply": median(peak_ours), "docker_load": median(peak_theirs)}
+    results["disk_peak"] = {"installer_apply": median(peak_ours), "docker_load": median(peak_theirs),
+                            "experiment_gunzip_while_streaming": median(peak_gunzip)}
 
     # upgrade
     if args.upgrade_from in text:
@@ -261,8 +377,16 @@ def write(r):
     for k, name in [("load_cold", "load, cold"), ("load_warm", "load, warm")]:
         x = r[k]
         lines.append(f"| {name} | {x['installer_apply_image_phase']:.2f}s | docker load {x['docker_load']:.2f}s | {ratio(x['installer_apply_image_phase'], x['docker_load'])} |")
+    c = r["load_cold"]
+    ours = c["installer_apply_image_phase"]
+    for key, name in [("docker_load_gzip_save", "docker load of docker save \\| gzip"),
+                      ("docker_load_same_archive", "docker load of the archive we stream"),
+                      ("experiment_gunzip_while_streaming", "experiment: gunzip while streaming")]:
+        lines.append(f"| load, cold | {ours:.2f}s | {name} {c[key]:.2f}s | {ratio(ours, c[key])} |")
     d = r["disk_peak"]
     lines.append(f"| peak extra disk, cold load | {d['installer_apply'] / 1e6:.1f} MB | docker load {d['docker_load'] / 1e6:.1f} MB | {ratio(d['installer_apply'], d['docker_load'])} |")
+    e = d["experiment_gunzip_while_streaming"]
+    lines.append(f"| peak extra disk, cold load | {d['installer_apply'] / 1e6:.1f} MB | experiment: gunzip while streaming {e / 1e6:.1f} MB | {ratio(d['installer_apply'], e)} |")
     s = r["size"]
     lines.append(f"| bundle size | {s['bundle_bytes'] / 1e6:.1f} MB | unique blobs {s['unique_blob_bytes'] / 1e6:.1f} MB | {ratio(s['bundle_bytes'], s['unique_blob_bytes'])} |")
     if "upgrade" in r:

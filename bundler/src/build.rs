@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use futures_util::{StreamExt, TryStreamExt};
+use manifests::digest::HashingWriter;
 use manifests::layout::{self, COMPOSE, OCI_INDEX, OCI_LAYOUT, OCI_LAYOUT_CONTENT};
 use manifests::spec::ComposeFile;
 use manifests::{Blob, Digest, Entry, Image, Layer, Manifest, Requirements, SCHEMA_VERSION, SecretKey};
@@ -258,7 +259,8 @@ pub async fn build<S: ImageSource>(
     let out_err = |source| BundlerError::Output { path: opts.output.clone(), source };
     let tmp =
         tempfile::Builder::new().prefix(".bundle-").suffix(".partial").tempfile_in(&output_dir).map_err(out_err)?;
-    let writer = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    // The bundle's own digest is taken as it is written: no second read of the output.
+    let writer = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, tmp));
     let written = archive::write_archive(writer, opts.created, &all, &|n| reporter.advance(Phase::Write, n));
     let writer = match written {
         Ok(w) => w,
@@ -270,6 +272,7 @@ pub async fn build<S: ImageSource>(
             return Err(e.into());
         }
     };
+    let (writer, sha256, size) = writer.finish();
     let tmp = writer.into_inner().map_err(|e| out_err(e.into_error()))?;
     tmp.as_file().sync_all().map_err(out_err)?;
     tmp.persist(&opts.output).map_err(|e| out_err(e.error))?;
@@ -277,7 +280,6 @@ pub async fn build<S: ImageSource>(
         let _ = dir.sync_all();
     }
     reporter.finish(Phase::Write);
-    let (sha256, size) = manifests::digest::digest_file(&opts.output).map_err(out_err)?;
     Ok(BuildSummary {
         path: opts.output.clone(),
         size,

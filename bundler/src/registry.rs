@@ -318,20 +318,10 @@ impl ImageSource for OciRegistry {
             });
         }
         writer.inner.flush().await.map_err(write_err)?;
-        writer.inner.get_mut().sync_all().await.map_err(write_err)?;
         drop(writer);
-        // pull_blob verified the digest; check once more against what is on disk, since the file is
-        // what goes into the bundle.
-        let (actual, _) = manifests::digest::digest_file(&partial).map_err(write_err)?;
-        if actual != *digest {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(RegistryError::DigestMismatch {
-                registry: parsed.registry().to_string(),
-                reference: reference.to_string(),
-                what: format!("blob {digest}"),
-                message: format!("content hashes to {actual}"),
-            });
-        }
+        // pull_blob checked the digest of what it received. The cache file is neither fsynced nor
+        // hashed again here: the bundle writer hashes every cache file as it copies it and drops
+        // one that no longer matches (a torn write after a crash), so the next build fetches it.
         tokio::fs::rename(&partial, dest)
             .await
             .map_err(|source| RegistryError::Write { path: dest.to_path_buf(), source })

@@ -142,6 +142,36 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// A writer that hashes every byte written through it: the bundler's digest of its own output,
+/// without reading the file back.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Hasher,
+}
+
+impl<W: io::Write> HashingWriter<W> {
+    /// Wrap a writer.
+    pub fn new(inner: W) -> Self {
+        Self { inner, hasher: Hasher::new() }
+    }
+    /// The inner writer, with the digest and length of what was written.
+    pub fn finish(self) -> (W, Digest, u64) {
+        let len = self.hasher.len();
+        (self.inner, self.hasher.finish(), len)
+    }
+}
+
+impl<W: io::Write> io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Digest and size of a file, read in 1 MiB chunks.
 ///
 /// # Errors
@@ -165,5 +195,15 @@ mod tests {
         assert!("sha256:abc".parse::<Digest>().is_err());
         assert!("md5:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".parse::<Digest>().is_err());
         assert!("sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD".parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn hashing_writer_matches_one_shot_digest() {
+        use std::io::Write as _;
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"ab").unwrap();
+        w.write_all(b"c").unwrap();
+        let (inner, digest, len) = w.finish();
+        assert_eq!((inner.as_slice(), digest, len), (&b"abc"[..], Digest::of(b"abc"), 3));
     }
 }

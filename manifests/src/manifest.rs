@@ -2,7 +2,9 @@
 //!
 //! Compatibility rule (docs/bundle-format.md): `schema_version` changes when an older installer
 //! would misread a bundle. Fields may be added without a version change only if they are optional
-//! and an installer that ignores them stays safe.
+//! and an installer that ignores them stays safe. That is why these structs, unlike the compose
+//! spec, accept unknown fields: an installer in the field ignores what a newer bundler adds
+//! (the bytes are signed either way; only their meaning is unknown to it).
 
 use std::collections::BTreeMap;
 
@@ -15,7 +17,6 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// The signed manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Format version; see the compatibility rule.
     pub schema_version: u32,
@@ -65,7 +66,6 @@ pub struct Manifest {
 
 /// A key-rotation record: the new public key, in minisign's format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct KeyRotation {
     /// Key id of the new key.
     pub new_key_id: String,
@@ -75,7 +75,6 @@ pub struct KeyRotation {
 
 /// One archive entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Entry {
     /// Path inside the archive.
     pub path: String,
@@ -87,7 +86,6 @@ pub struct Entry {
 
 /// A blob as the registry described it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Blob {
     /// Digest.
     pub digest: Digest,
@@ -99,7 +97,6 @@ pub struct Blob {
 
 /// A layer: its blob plus the digest of its uncompressed tar (the diff id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Layer {
     /// The blob.
     #[serde(flatten)]
@@ -110,7 +107,6 @@ pub struct Layer {
 
 /// One image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Image {
     /// The reference as the compose file writes it; the installer tags the image with it.
     pub reference: String,
@@ -146,7 +142,6 @@ pub enum Condition {
 
 /// A published port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PortMapping {
     /// Host address.
     pub host_ip: String,
@@ -170,7 +165,6 @@ pub enum MountKind {
 
 /// A mount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Mount {
     /// Volume or bind.
     pub kind: MountKind,
@@ -184,7 +178,6 @@ pub struct Mount {
 
 /// Healthcheck; durations in milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HealthcheckDef {
     /// Test (`CMD`, `CMD-SHELL`, `NONE` first); empty = keep the image's test.
     pub test: Vec<String>,
@@ -200,7 +193,6 @@ pub struct HealthcheckDef {
 
 /// Resource limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LimitsDef {
     /// CPUs in units of 1e-9.
     pub nano_cpus: Option<i64>,
@@ -210,7 +202,6 @@ pub struct LimitsDef {
 
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LoggingDef {
     /// Driver.
     pub driver: String,
@@ -220,7 +211,6 @@ pub struct LoggingDef {
 
 /// A normalized service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ServiceDef {
     /// Image reference (one of [`Manifest::images`]).
     pub image: String,
@@ -258,7 +248,6 @@ pub struct ServiceDef {
 
 /// An operator-supplied variable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct VariableDef {
     /// Never printed; stored 0600.
     pub secret: bool,
@@ -270,7 +259,6 @@ pub struct VariableDef {
 
 /// Health gate settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HealthSettings {
     /// Per-service timeout in milliseconds.
     pub timeout_ms: u64,
@@ -278,7 +266,6 @@ pub struct HealthSettings {
 
 /// What the host needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Requirements {
     /// Bytes of image blobs (compressed) the bundle carries.
     pub image_bytes: u64,
@@ -340,5 +327,27 @@ impl Manifest {
     #[must_use]
     pub fn payload_bytes(&self) -> u64 {
         self.entries.iter().map(|e| e.size).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_added_optional_field_is_ignored_by_this_reader() {
+        let text = String::from_utf8(crate::reader::empty_manifest().to_canonical_bytes()).unwrap();
+        let newer = text.replacen("{\"schema_version\":1,", "{\"schema_version\":1,\"added_later\":{\"x\":1},", 1);
+        assert_ne!(newer, text);
+        let parsed = Manifest::from_bytes(newer.as_bytes()).unwrap();
+        assert_eq!(parsed, Manifest::from_bytes(text.as_bytes()).unwrap());
+    }
+
+    #[test]
+    fn a_newer_schema_version_is_refused_by_name() {
+        let text = String::from_utf8(crate::reader::empty_manifest().to_canonical_bytes()).unwrap();
+        let newer = text.replacen("\"schema_version\":1", "\"schema_version\":2", 1);
+        let err = Manifest::from_bytes(newer.as_bytes()).unwrap_err();
+        assert!(matches!(err, ManifestError::UnsupportedVersion { found: 2 }), "{err}");
     }
 }

@@ -597,7 +597,8 @@ fn check_manifest_entries(manifest: &Manifest) -> Result<(), BundleError> {
     Ok(())
 }
 
-fn empty_manifest() -> Manifest {
+/// A manifest with every field empty (a placeholder until the real one is read; format tests).
+pub(crate) fn empty_manifest() -> Manifest {
     Manifest {
         schema_version: crate::SCHEMA_VERSION,
         product: String::new(),
