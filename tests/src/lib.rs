@@ -29,6 +29,12 @@ pub fn e2e_enabled(test: &str) -> bool {
 /// When the binary was not built.
 #[must_use]
 pub fn bin(name: &str) -> PathBuf {
+    // scripts/test runs part of the suite again with the static installer that ships.
+    if name == "installer"
+        && let Some(p) = std::env::var_os("E2E_INSTALLER")
+    {
+        return PathBuf::from(p);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let p = dir.join(name);
