@@ -24,6 +24,9 @@ pub mod labels {
     pub const ONEOFF: &str = "com.docker.compose.oneoff";
     /// Config hash.
     pub const CONFIG_HASH: &str = "com.docker.compose.config-hash";
+    /// Short hashes of the parts of the config hash (`image=..,definition=..`), so that a
+    /// recreate can say which part changed.
+    pub const CONFIG_PARTS: &str = "io.installer.config-parts";
     /// Network name.
     pub const NETWORK: &str = "com.docker.compose.network";
     /// Volume name.
@@ -203,7 +206,9 @@ pub fn plan(
             let image_id = manifest.image(&def.image).map(|i| i.config.digest);
             let mut spec = container_spec(manifest, &name, def, values, files_dir)?;
             let config_hash = config_hash(manifest, def, values, image_id, file_digests);
+            let parts = config_parts(def, values, image_id, file_digests);
             spec.labels.insert(labels::CONFIG_HASH.into(), config_hash.clone());
+            spec.labels.insert(labels::CONFIG_PARTS.into(), parts.clone());
             let container = container_name(project, &name);
             let existing = host.containers.get(&container);
             let same = existing.is_some_and(|c| c.labels.get(labels::CONFIG_HASH) == Some(&config_hash));
@@ -220,7 +225,7 @@ pub fn plan(
                     None => Action::Create,
                     Some(c) if same && c.running => Action::Keep,
                     Some(c) if same => Action::Recreate { reason: format!("container is {}", c.status) },
-                    Some(_) => Action::Recreate { reason: "definition or image changed".into() },
+                    Some(c) => Action::Recreate { reason: what_changed(c, &parts, &def.image) },
                 },
             };
             // Without a compose healthcheck the image's own may apply: gate on health, and the
@@ -327,6 +332,75 @@ fn container_spec(
     })
 }
 
+/// The parts of a service's config, each hashed on its own (12 hex digits: a label for humans,
+/// not a security check; the full config hash decides whether to recreate).
+fn config_parts(
+    def: &ServiceDef,
+    values: &BTreeMap<String, String>,
+    image_id: Option<Digest>,
+    file_digests: &BTreeMap<String, Digest>,
+) -> String {
+    let mut definition = serde_json::to_value(def).unwrap_or_default();
+    if let Some(map) = definition.as_object_mut() {
+        // Reported as their own parts.
+        map.remove("image");
+        map.remove("environment");
+    }
+    let parts = [
+        ("image", serde_json::json!([def.image, image_id.map(|d| d.to_string())])),
+        ("environment", serde_json::json!(substituted_environment(def, values))),
+        ("files", serde_json::json!(mounted_file_digests(def, file_digests))),
+        ("definition", definition),
+    ];
+    parts
+        .iter()
+        .map(|(name, v)| format!("{name}={}", &Digest::of(&serde_json::to_vec(v).unwrap_or_default()).hex()[..12]))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Why an existing container no longer matches: the parts whose hashes differ from its label.
+fn what_changed(existing: &ContainerState, parts: &str, reference: &str) -> String {
+    let Some(old) = existing.labels.get(labels::CONFIG_PARTS) else {
+        return "definition or image changed (container made by an older installer)".into();
+    };
+    let old: BTreeMap<&str, &str> = old.split(',').filter_map(|kv| kv.split_once('=')).collect();
+    let changed: Vec<String> = parts
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, v)| old.get(k) != Some(v))
+        .map(|(k, _)| match k {
+            "image" => format!("image changed (now {reference})"),
+            "environment" => "environment changed (bundle or operator values)".into(),
+            "files" => "a bundled config file changed".into(),
+            _ => "service definition changed".into(),
+        })
+        .collect();
+    if changed.is_empty() {
+        // Same parts, different hash: the project name, which is not a part of its own.
+        "project settings changed".into()
+    } else {
+        changed.join("; ")
+    }
+}
+
+fn substituted_environment<'a>(def: &'a ServiceDef, values: &BTreeMap<String, String>) -> BTreeMap<&'a String, String> {
+    def.environment.iter().map(|(k, v)| (k, manifests::spec::substitute(v, values).unwrap_or_default())).collect()
+}
+
+fn mounted_file_digests<'a>(
+    def: &'a ServiceDef,
+    file_digests: &'a BTreeMap<String, Digest>,
+) -> BTreeMap<&'a String, Option<&'a Digest>> {
+    def.volumes
+        .iter()
+        .filter(|m| m.kind == MountKind::Bind && !m.source.starts_with('/'))
+        .map(|m| &m.source)
+        .chain(def.env_file.iter())
+        .map(|f| (f, file_digests.get(f)))
+        .collect()
+}
+
 /// The config hash: the definition, the substituted environment, the image ID and the content of
 /// bundled files it mounts. The release number is left out on purpose, so an unchanged service
 /// keeps its container across releases.
@@ -338,16 +412,8 @@ pub fn config_hash(
     image_id: Option<Digest>,
     file_digests: &BTreeMap<String, Digest>,
 ) -> String {
-    let env: BTreeMap<&String, String> =
-        def.environment.iter().map(|(k, v)| (k, manifests::spec::substitute(v, values).unwrap_or_default())).collect();
-    let files: BTreeMap<&String, Option<&Digest>> = def
-        .volumes
-        .iter()
-        .filter(|m| m.kind == MountKind::Bind && !m.source.starts_with('/'))
-        .map(|m| &m.source)
-        .chain(def.env_file.iter())
-        .map(|f| (f, file_digests.get(f)))
-        .collect();
+    let env = substituted_environment(def, values);
+    let files = mounted_file_digests(def, file_digests);
     let doc = serde_json::json!({
         "project": manifest.project,
         "definition": def,

@@ -400,6 +400,7 @@ impl ComposeFile {
                 return Err(reference(format!("network `{name}`: driver `{d}` is not supported (only `bridge`)")));
             }
         }
+        let declared_default = self.networks.contains_key("default");
         let mut networks: Vec<String> = self.networks.keys().cloned().collect();
         if !networks.iter().any(|n| n == "default") {
             networks.insert(0, "default".into());
@@ -446,6 +447,8 @@ impl ComposeFile {
                 )));
             }
         }
+        // Like compose: the implicit `default` network exists only if a service is on it.
+        networks.retain(|n| n != "default" || declared_default || services.values().any(|d| d.networks.contains_key(n)));
         let timeout = match bundle.health.and_then(|h| h.timeout) {
             Some(t) => parse_duration(&t).map_err(|m| reference(format!("x-bundle.health.timeout: {m}")))?,
             None => 300_000,
@@ -995,6 +998,20 @@ volumes:
         assert!(stack.files.contains("conf/web.conf"));
         assert_eq!(stack.health.timeout_ms, 120_000);
         assert_eq!(stack.services["db"].healthcheck.as_ref().unwrap().test, vec!["CMD-SHELL", "test -f /tmp/ready"]);
+    }
+
+    #[test]
+    fn the_default_network_exists_only_when_a_service_is_on_it() {
+        let min = |services: &str, networks: &str| {
+            let text = format!("name: p\nx-bundle: {{product: p}}\nservices:\n{services}{networks}");
+            ComposeFile::parse(&text, "c").unwrap().normalize("c").unwrap().networks
+        };
+        assert_eq!(min("  a: {image: r/a:1}\n", ""), vec!["default"]);
+        assert_eq!(min("  a: {image: r/a:1, networks: [back]}\n", "networks: {back: {}}\n"), vec!["back"]);
+        assert_eq!(
+            min("  a: {image: r/a:1, networks: [back]}\n  b: {image: r/b:1}\n", "networks: {back: {}}\n"),
+            vec!["default", "back"]
+        );
     }
 
     #[test]

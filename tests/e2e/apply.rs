@@ -541,6 +541,14 @@ fn an_upgrade_sends_only_the_changed_layer_and_keeps_unchanged_services() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["event"] == "outcome")
         .unwrap();
+    // The operator is told why web is recreated.
+    let web_event = r
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "service" && v["service"] == "web" && v["status"] == "recreate")
+        .unwrap_or_else(|| panic!("no recreate event for web: {}", r.stdout));
+    assert_eq!(web_event["detail"], "image changed (now 127.0.0.1:5000/stack/web:2)", "{web_event}");
     let sent = outcome["bytes_sent"].as_u64().unwrap();
     // Archive bytes: the blobs plus tar headers, padding and manifest.json.
     assert!(sent >= changed && sent < changed + 8192, "sent {sent} bytes for a {changed}-byte change: {outcome}");

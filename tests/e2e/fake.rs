@@ -255,6 +255,8 @@ x-bundle:
   product: fake
   migrations: [migrate]
   backup: backup
+  variables:
+    GREETING: {default: hello}
 services:
   backup:
     image: fake.local/db:1
@@ -268,6 +270,8 @@ services:
     depends_on: {db: {condition: service_healthy}}
   web:
     image: fake.local/app:1
+    environment:
+      GREETING: ${GREETING}
     depends_on:
       db: {condition: service_healthy}
       migrate: {condition: service_completed_successfully}
@@ -401,4 +405,28 @@ fn installer_plan_output_is_stable() {
     insta::assert_snapshot!("plan_first_install", render(&engine));
     runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap();
     insta::assert_snapshot!("plan_after_install", render(&engine));
+}
+
+#[test]
+fn a_changed_operator_value_recreates_only_its_service_and_the_plan_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, public) = build_bundle(dir.path());
+    let engine = FakeEngine::default();
+    let mut opts = options(dir.path(), &bundle, &public);
+    runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap();
+    let values = dir.path().join("site.env");
+    std::fs::write(&values, "GREETING=hi\n").unwrap();
+    opts.values_file = Some(values);
+    let report = runtime().block_on(installer::apply::plan_only(&opts, &engine)).unwrap();
+    let text = installer::apply::render_plan(&report);
+    let line = |service: &str| {
+        text.lines().find(|l| l.trim_start().starts_with(service)).unwrap_or_else(|| panic!("{service} in {text}"))
+    };
+    assert!(line("web").ends_with("recreate (environment changed (bundle or operator values))"), "{text}");
+    assert!(line("db").ends_with("keep (unchanged)"), "{text}");
+    assert!(line("cache").ends_with("keep (unchanged)"), "{text}");
+    engine.take_calls();
+    runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap();
+    let created: Vec<String> = engine.take_calls().into_iter().filter(|c| c.starts_with("create")).collect();
+    assert_eq!(created, vec!["create fake-web-1".to_string()]);
 }
