@@ -60,11 +60,26 @@ pub async fn status<E: Engine>(state: &StateDir, engine: &E) -> Result<StatusRep
     let installed = state.installed()?.ok_or_else(|| InstallError::NotInstalled(state.root().to_path_buf()))?;
     let info = engine.info().await?;
     let journal = state.journal()?;
+    let migrations = state.migrations()?;
     let now = manifests::time::now();
     let mut services = Vec::new();
     for (name, s) in &installed.services {
         let c = engine.container(&s.container).await?;
         let status = match c {
+            // A finished one-shot whose container was removed (`docker container prune` is common
+            // hygiene) is not a fault: the state dir records that it completed for this release.
+            None if s.one_shot && migrations.is_done(installed.release, name) => ServiceStatus {
+                service: name.clone(),
+                container: s.container.clone(),
+                state: "pruned".into(),
+                health: None,
+                image: s.image.clone(),
+                started_at: None,
+                uptime_secs: None,
+                one_shot: true,
+                exit_code: Some(0),
+                ok: true,
+            },
             None => ServiceStatus {
                 service: name.clone(),
                 container: s.container.clone(),

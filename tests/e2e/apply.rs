@@ -175,6 +175,17 @@ fn apply_starts_the_stack_and_a_rerun_changes_nothing() {
     let r = run(site.installer(&["apply"]).arg(&bundle));
     assert_eq!(r.code, 0, "{r:?}");
 
+    // A completed migration whose container was pruned is still ok, and is not run again.
+    let r = run(Command::new("docker").args(["rm", "e2e-basic-migrate-1"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let (code, status) = site.status();
+    assert_eq!(code, 0, "{status}");
+    let migrate = status["services"].as_array().unwrap().iter().find(|s| s["service"] == "migrate").unwrap();
+    assert_eq!((migrate["state"].as_str(), migrate["ok"].as_bool()), (Some("pruned"), Some(true)), "{migrate}");
+    let r = site.apply(&bundle, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(site.migration_runs(), 1, "the migration ran again after its container was pruned");
+
     // Status says so when a service is down.
     let r = run(Command::new("docker").args(["stop", "e2e-basic-web-1"]));
     assert_eq!(r.code, 0);
