@@ -41,6 +41,12 @@ pub enum Command {
     Status,
     /// Show every apply on this host: release, time, outcome, who ran it, overrides.
     History,
+    /// Remove the images and files of releases older than the one `rollback` returns to.
+    Prune {
+        /// Only show what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print shell completions.
     Completions {
         /// Shell.

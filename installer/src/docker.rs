@@ -16,6 +16,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ImportImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     ListImagesOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder,
     RenameContainerOptions, StopContainerOptionsBuilder, TagImageOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bytes::Bytes;
@@ -23,7 +24,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use manifests::Digest;
 use tokio::sync::mpsc;
 
-use crate::engine::{ContainerSpec, ContainerState, Engine, EngineInfo, Health};
+use crate::engine::{ContainerSpec, ContainerState, Engine, EngineInfo, Health, ImageRemoval};
 use crate::error::InstallError;
 
 /// The local Docker Engine.
@@ -162,6 +163,27 @@ impl Engine for DockerEngine {
             .tag_image(&image_id.to_string(), Some(TagImageOptionsBuilder::default().repo(repo).tag(tag).build()))
             .await
             .map_err(classify(&format!("tag image {} as {reference}", image_id.short())))
+    }
+
+    async fn image_tags(&self, image_id: &Digest) -> Result<Option<Vec<String>>, InstallError> {
+        match self.docker.inspect_image(&image_id.to_string()).await {
+            Ok(image) => Ok(Some(image.repo_tags.unwrap_or_default())),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(classify(&format!("inspect image {}", image_id.short()))(e)),
+        }
+    }
+
+    async fn remove_image(&self, image_id: &Digest) -> Result<ImageRemoval, InstallError> {
+        let opts = RemoveImageOptionsBuilder::default().force(false).noprune(false).build();
+        match self.docker.remove_image(&image_id.to_string(), Some(opts), None).await {
+            Ok(_) => Ok(ImageRemoval::Removed),
+            Err(e) if is_not_found(&e) => Ok(ImageRemoval::Absent),
+            // 409: used by a container, tagged more than once, or has child images.
+            Err(BollardError::DockerResponseServerError { status_code: 409, message }) => {
+                Ok(ImageRemoval::Refused(message))
+            }
+            Err(e) => Err(classify(&format!("remove image {}", image_id.short()))(e)),
+        }
     }
 
     async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), InstallError> {

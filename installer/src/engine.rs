@@ -100,6 +100,17 @@ pub struct ContainerState {
     pub started_at: Option<String>,
 }
 
+/// What removing an image did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRemoval {
+    /// Untagged and deleted.
+    Removed,
+    /// The engine did not have it.
+    Absent,
+    /// The engine refused, with its reason (in use by a container, tagged more than once).
+    Refused(String),
+}
+
 /// A container engine.
 #[allow(async_fn_in_trait, reason = "awaited in one task; no Send bound needed")]
 pub trait Engine {
@@ -114,6 +125,11 @@ pub trait Engine {
     async fn load(&self, body: mpsc::Receiver<std::io::Result<Bytes>>) -> Result<Vec<String>, InstallError>;
     /// Tag an image.
     async fn tag(&self, image_id: &Digest, reference: &str) -> Result<(), InstallError>;
+    /// The tags of an image; `None` when the engine does not have it.
+    async fn image_tags(&self, image_id: &Digest) -> Result<Option<Vec<String>>, InstallError>;
+    /// Remove an image by ID, never forced: the engine refuses while a container uses it or
+    /// more than one reference tags it.
+    async fn remove_image(&self, image_id: &Digest) -> Result<ImageRemoval, InstallError>;
     /// Create a network if missing.
     async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), InstallError>;
     /// Create a volume if missing (volumes are never removed).

@@ -212,7 +212,8 @@ impl Diagnose for InstallError {
             InstallError::Values { .. } => "write one NAME=value per line; lines starting with # are ignored".into(),
             InstallError::Preflight(_) => "fix the host and run the same command again; nothing was changed".into(),
             InstallError::PreflightCheck { check, .. } => match *check {
-                "disk" => "free space there (e.g. `docker image prune` for unused images), or move Docker's data root \
+                "disk" => "free space there (`installer prune` removes the images of releases older than the one \
+                           rollback needs; `docker image prune` removes unused images), or move Docker's data root \
                            to a larger disk; nothing was changed"
                     .into(),
                 "docker" => "upgrade the Docker Engine on this host; nothing was changed".into(),

@@ -5,7 +5,7 @@
 //! - [`load`]: the one pass over the bundle that streams a docker-save archive to Docker
 //! - [`apply`]: runs the plan, journaled in [`state`]
 //! - [`engine`]: the [`engine::Engine`] seam; [`docker`] is the only module importing bollard
-//! - [`status`], [`preflight`], [`values`], [`trust`], [`report`]
+//! - [`status`], [`prune`], [`preflight`], [`values`], [`trust`], [`report`]
 
 pub mod apply;
 pub mod docker;
@@ -14,6 +14,7 @@ pub mod error;
 pub mod load;
 pub mod plan;
 pub mod preflight;
+pub mod prune;
 pub mod report;
 pub mod state;
 pub mod status;

@@ -146,6 +146,16 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             }
             if report.healthy { Ok(ExitCode::SUCCESS) } else { Ok(ExitCode::from(manifests::Exit::Unhealthy.code())) }
         }
+        Command::Prune { dry_run } => {
+            let engine = DockerEngine::connect()?;
+            let report = installer::prune::prune(&state, &engine, *dry_run).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                print!("{}", installer::prune::render(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::History => {
             let entries = state.history()?;
             if cli.json {

@@ -310,6 +310,38 @@ impl StateDir {
     pub fn migrations(&self) -> Result<Migrations, InstallError> {
         Ok(self.read_json("migrations.json")?.unwrap_or_default())
     }
+    /// Releases that have a directory under `releases/`, ascending.
+    ///
+    /// # Errors
+    /// The directory cannot be read.
+    pub fn release_numbers(&self) -> Result<Vec<u64>, InstallError> {
+        let dir = self.root.join("releases");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(InstallError::State { path: dir, source: e }),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(InstallError::state(&dir))?;
+            // `<n>.partial` is a pass that did not finish; it is not a release.
+            if let Some(n) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Remove a release's directory (its manifest, signature and files).
+    ///
+    /// # Errors
+    /// The directory cannot be removed.
+    pub fn remove_release(&self, release: u64) -> Result<(), InstallError> {
+        let dir = self.release_dir(release);
+        std::fs::remove_dir_all(&dir).map_err(InstallError::state(&dir))
+    }
+
     /// Save completed migrations.
     ///
     /// # Errors

@@ -691,3 +691,93 @@ fn a_key_rotation_record_makes_the_new_key_trusted() {
     let r = run(other.installer(&["verify"]).arg(&r2).arg("--key").arg(&site.ws.public));
     assert_eq!(r.code, 21, "{r:?}");
 }
+
+#[test]
+fn prune_removes_only_what_no_kept_release_no_container_and_no_other_tag_needs() {
+    if !e2e_enabled("prune_removes_only_what_no_kept_release_no_container_and_no_other_tag_needs") {
+        return;
+    }
+    let site = Site::new("e2e-prune", 18195);
+    let web1 = "127.0.0.1:5000/stack/web:1";
+    let r1 = site.bundle(1, &[]);
+    assert_eq!(site.apply(&r1, &[]).code, 0);
+    // Releases 2 and 3 use web:2; release 1's web:1 is then needed by neither the installed
+    // release (3) nor the one rollback returns to (2).
+    for release in [2, 3] {
+        let b = site.bundle(release, &[("stack/web:1", "stack/web:2")]);
+        let r = site.apply(&b, &[]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    let has_image = |r: &str| run(Command::new("docker").args(["image", "inspect", r])).code == 0;
+    let release_dir = |n: u64| site.state.join("releases").join(n.to_string());
+    assert!(has_image(web1) && release_dir(1).exists());
+    let prune = |args: &[&str]| {
+        let mut c = site.installer(&["prune", "--json"]);
+        c.args(args);
+        let r = run(&mut c);
+        assert_eq!(r.code, 0, "{r:?}");
+        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()
+    };
+    let outcome_of = |report: &serde_json::Value, reference: &str| {
+        let images = report["images"].as_array().unwrap();
+        let i = images.iter().find(|i| i["reference"] == reference).unwrap_or_else(|| panic!("{report}"));
+        (i["outcome"].as_str().unwrap_or_default().to_string(), i["detail"].as_str().unwrap_or_default().to_string())
+    };
+
+    // --dry-run says what would go and changes nothing.
+    let before = docker_snapshot();
+    let report = prune(&["--dry-run"]);
+    assert_eq!(outcome_of(&report, web1).0, "would_remove", "{report}");
+    // db was created in release 1 and kept since: its release directory stays.
+    assert_eq!(report["removed_releases"], serde_json::json!([]), "{report}");
+    assert_eq!(report["held_releases"], serde_json::json!([1]), "{report}");
+    assert_eq!(report["kept_releases"], serde_json::json!([2, 3]), "{report}");
+    assert_eq!(report["images"].as_array().unwrap().len(), 1, "only web:1 is release 1's alone: {report}");
+    assert_eq!(docker_snapshot(), before, "a dry run changed Docker");
+    assert!(release_dir(1).exists());
+
+    // A container (of any project) that uses the image keeps it, and its release's directory.
+    let r = run(Command::new("docker").args(["create", "--name", "e2e-prune-user", web1]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let report = prune(&[]);
+    let (outcome, detail) = outcome_of(&report, web1);
+    assert_eq!(outcome, "kept", "{report}");
+    assert!(detail.contains("container"), "Docker's reason is passed on: {detail}");
+    assert!(has_image(web1) && release_dir(1).exists(), "{report}");
+    let _ = run(Command::new("docker").args(["rm", "e2e-prune-user"]));
+
+    // Another tag on the same image (another product) keeps it too.
+    let other = "e2e-other-product/web:1";
+    assert_eq!(run(Command::new("docker").args(["tag", web1, other])).code, 0);
+    let report = prune(&[]);
+    let (outcome, detail) = outcome_of(&report, web1);
+    assert_eq!(outcome, "kept", "{report}");
+    assert!(detail.contains(other), "{detail}");
+    assert!(has_image(web1) && has_image(other) && release_dir(1).exists());
+    let _ = run(Command::new("docker").args(["rmi", other]));
+
+    // Now nothing needs the image: removed. Release 1's directory stays for db's container.
+    let report = prune(&[]);
+    assert_eq!(outcome_of(&report, web1).0, "removed", "{report}");
+    assert!(!has_image(web1), "{report}");
+    assert!(release_dir(1).exists() && report["held_releases"] == serde_json::json!([1]), "{report}");
+    assert!(release_dir(2).exists() && release_dir(3).exists());
+    assert!(has_image("127.0.0.1:5000/stack/web:2") && has_image("127.0.0.1:5000/stack/db:1"));
+    let (code, status) = site.status();
+    assert_eq!(code, 0, "{status}");
+
+    // Once no container of release 1 is left, its directory goes too.
+    assert_eq!(run(Command::new("docker").args(["rm", "-f", "e2e-prune-db-1"])).code, 0);
+    let report = prune(&[]);
+    assert_eq!(report["removed_releases"], serde_json::json!([1]), "{report}");
+    assert!(!release_dir(1).exists() && release_dir(2).exists() && release_dir(3).exists());
+    let r3 = site.bundle(3, &[("stack/web:1", "stack/web:2")]);
+    let r = site.apply(&r3, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // Rollback still has what it needs.
+    let r = run(&mut site.installer(&["rollback"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    // Pruning again finds nothing to do.
+    let report = prune(&[]);
+    assert!(report["images"].as_array().unwrap().is_empty(), "{report}");
+}

@@ -164,6 +164,13 @@ impl Engine for FakeEngine {
         self.call(format!("tag {reference}"));
         Ok(())
     }
+    async fn image_tags(&self, _image_id: &Digest) -> Result<Option<Vec<String>>, InstallError> {
+        Ok(None)
+    }
+    async fn remove_image(&self, image_id: &Digest) -> Result<installer::engine::ImageRemoval, InstallError> {
+        self.call(format!("rmi {}", image_id.short()));
+        Ok(installer::engine::ImageRemoval::Absent)
+    }
     async fn ensure_network(&self, name: &str, _labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
         self.call(format!("network {name}"));
         Ok(())
