@@ -488,8 +488,9 @@ fn normalize_service(
         key: key.to_string(),
         message,
     };
-    let command = svc.command.map(|c| split_command(c).map_err(|m| invalid("command", m))).transpose()?;
-    let entrypoint = svc.entrypoint.map(|c| split_command(c).map_err(|m| invalid("entrypoint", m))).transpose()?;
+    let command = svc.command.map(split_command).transpose().and_then(literals).map_err(|m| invalid("command", m))?;
+    let entrypoint =
+        svc.entrypoint.map(split_command).transpose().and_then(literals).map_err(|m| invalid("entrypoint", m))?;
     let environment = svc.environment.map(MapOrList::into_map).unwrap_or_default();
     for (k, v) in &environment {
         check_variables(v, variables).map_err(|m| invalid("environment", format!("{k}: {m}")))?;
@@ -561,8 +562,11 @@ fn normalize_service(
             return Err(invalid("depends_on", "a service cannot depend on itself".into()));
         }
     }
-    let healthcheck =
+    let mut healthcheck =
         svc.healthcheck.map(|h| normalize_healthcheck(h).map_err(|m| invalid("healthcheck", m))).transpose()?;
+    if let Some(h) = healthcheck.as_mut() {
+        h.test = literals(Some(std::mem::take(&mut h.test))).map_err(|m| invalid("healthcheck", m))?.unwrap_or_default();
+    }
     if let Some(r) = &svc.restart {
         let ok = matches!(r.as_str(), "no" | "always" | "unless-stopped" | "on-failure")
             || r.strip_prefix("on-failure:").is_some_and(|n| n.parse::<u32>().is_ok());
@@ -599,9 +603,16 @@ fn normalize_service(
         depends_on,
         healthcheck,
         restart: svc.restart,
-        user: svc.user.map(|u| u.text()),
-        labels: svc.labels.map(MapOrList::into_map).unwrap_or_default(),
-        working_dir: svc.working_dir,
+        user: svc.user.map(|u| literal(&u.text())).transpose().map_err(|m| invalid("user", m))?,
+        labels: svc
+            .labels
+            .map(MapOrList::into_map)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| literal(&v).map(|v| (k, v)))
+            .collect::<Result<_, _>>()
+            .map_err(|m| invalid("labels", m))?,
+        working_dir: svc.working_dir.map(|w| literal(&w)).transpose().map_err(|m| invalid("working_dir", m))?,
         limits,
         logging,
     })
@@ -696,6 +707,26 @@ pub fn substitute(value: &str, values: &BTreeMap<String, String>) -> Result<Stri
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// A value outside `environment`, as compose reads it: `$$` is a literal `$`. A variable reference
+/// is refused: compose would fill it from the environment of whoever runs compose, and bundle
+/// variables are site values that exist only at install time, on the client's host.
+///
+/// # Errors
+/// A `${NAME}` or `$NAME` reference, naming it and the escape.
+pub fn literal(value: &str) -> Result<String, String> {
+    if let Some(name) = variable_references(value)?.into_iter().next() {
+        return Err(format!(
+            "`${{{name}}}`: variables are substituted only in `environment` (their values are set at install \
+             time); write `$${{{name}}}` for a literal `$`, e.g. to let the container's shell expand it"
+        ));
+    }
+    Ok(value.replace("$$", "$"))
+}
+
+fn literals(values: Option<Vec<String>>) -> Result<Option<Vec<String>>, String> {
+    values.map(|v| v.iter().map(|s| literal(s)).collect()).transpose()
 }
 
 fn check_variables(value: &str, variables: &BTreeMap<String, VariableDef>) -> Result<(), String> {
@@ -998,6 +1029,21 @@ volumes:
         assert!(stack.files.contains("conf/web.conf"));
         assert_eq!(stack.health.timeout_ms, 120_000);
         assert_eq!(stack.services["db"].healthcheck.as_ref().unwrap().test, vec!["CMD-SHELL", "test -f /tmp/ready"]);
+    }
+
+    #[test]
+    fn dollars_outside_environment_follow_compose_escaping_and_refuse_variables() {
+        let svc = |fields: &str| {
+            let text = format!("name: p\nx-bundle: {{product: p}}\nservices:\n  a:\n    image: r/a:1\n{fields}");
+            ComposeFile::parse(&text, "c").unwrap().normalize("c").map(|s| s.services["a"].clone())
+        };
+        let a = svc("    command: [\"sh\", \"-c\", \"echo $$HOME $$1 5$\"]\n    healthcheck:\n      test: [\"CMD-SHELL\", \"pg_isready -U $${POSTGRES_USER}\"]\n").unwrap();
+        assert_eq!(a.command.unwrap(), vec!["sh", "-c", "echo $HOME $1 5$"]);
+        assert_eq!(a.healthcheck.unwrap().test, vec!["CMD-SHELL", "pg_isready -U ${POSTGRES_USER}"]);
+        for field in ["    command: [\"echo\", \"${TAG}\"]\n", "    working_dir: /srv/$TAG\n", "    labels: {a: \"${TAG}\"}\n"] {
+            let err = svc(field).unwrap_err().to_string();
+            assert!(err.contains("`${TAG}`") && err.contains("only in `environment`") && err.contains("$${TAG}"), "{err}");
+        }
     }
 
     #[test]
