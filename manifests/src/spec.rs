@@ -1093,6 +1093,7 @@ volumes:
         assert_eq!(parse_bytes("1G").unwrap(), 1 << 30);
         let values = BTreeMap::from([("A".to_string(), "x".to_string())]);
         assert_eq!(substitute("$A-${A}-$$A", &values).unwrap(), "x-x-$A");
+        assert_eq!(substitute("$1 5$ $-", &values).unwrap(), "$1 5$ $-");
         assert_eq!(substitute("awk '{print $1}'", &values).unwrap(), "awk '{print $1}'");
         assert!(check_variables("awk '{print $1}'", &BTreeMap::new()).is_ok());
         assert!(substitute("${B}", &values).is_err());
