@@ -39,11 +39,11 @@ fn main() -> ExitCode {
             if json {
                 let v = serde_json::json!({"event": "error", "exit_code": err.exit().code(), "kind": err.exit().name(),
                     "message": err.to_string(), "hint": hint});
-                println!("{v}");
+                progress::emit(&v.to_string());
             }
-            eprintln!("error: {err}");
+            progress::say(&format!("error: {err}"));
             if let Some(h) = hint {
-                eprintln!("hint: {h}");
+                progress::say(&format!("hint: {h}"));
             }
             ExitCode::from(err.exit().code())
         }
@@ -60,7 +60,11 @@ fn apply_options(cli: &Cli, a: &ApplyArgs) -> ApplyOptions {
     }
 }
 
-/// Resolves when the operator or the system asks the process to stop.
+/// Resolves when the operator or the system asks the process to stop (Ctrl-C, SIGTERM).
+///
+/// SIGHUP is not among them: a closed SSH session must not leave an upgrade half done (an old
+/// container stopped, its replacement not yet started). Once this is called, SIGHUP only silences
+/// the output and the apply runs to its end, or rolls back by itself.
 async fn interrupted() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
@@ -68,10 +72,12 @@ async fn interrupted() -> &'static str {
     else {
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        _ = hup.recv() => "SIGHUP",
+    loop {
+        tokio::select! {
+            _ = int.recv() => return "SIGINT",
+            _ = term.recv() => return "SIGTERM",
+            _ = hup.recv() => progress::terminal_gone(),
+        }
     }
 }
 
@@ -214,16 +220,16 @@ fn print_outcome(outcome: &installer::apply::Outcome, json: bool) {
     if json {
         let mut v = serde_json::to_value(outcome).unwrap_or_default();
         v["event"] = "outcome".into();
-        println!("{v}");
+        progress::emit(&v.to_string());
     } else {
-        eprintln!(
+        progress::say(&format!(
             "sent {} to Docker ({} already present); changed: {}; kept: {}; migrations run: {}",
             human_bytes(outcome.bytes_sent),
             human_bytes(outcome.bytes_skipped),
             list(&outcome.changed),
             list(&outcome.kept),
             list(&outcome.migrations_run)
-        );
+        ));
     }
 }
 

@@ -1,10 +1,36 @@
 //! Renders [`Event`]s: a byte bar for the image phase on a terminal, plain lines on stderr
 //! otherwise, one JSON object per line on stdout with `--json`.
 
+use std::io::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use installer::report::{Event, Reporter};
+
+/// Set when the controlling terminal went away (SIGHUP: the SSH session closed). From then on
+/// nothing is printed: the apply goes on to its end, and `installer status` / `installer history`
+/// tell the operator how it ended.
+static TERMINAL_GONE: AtomicBool = AtomicBool::new(false);
+
+/// The terminal is gone: print nothing more.
+pub fn terminal_gone() {
+    TERMINAL_GONE.store(true, Ordering::SeqCst);
+}
+
+/// A line on stderr. Write errors are ignored: a closed terminal must not stop an apply.
+pub fn say(text: &str) {
+    if !TERMINAL_GONE.load(Ordering::SeqCst) {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    }
+}
+
+/// A line on stdout (JSON events, reports), errors ignored as in [`say`].
+pub fn emit(text: &str) {
+    if !TERMINAL_GONE.load(Ordering::SeqCst) {
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }
+}
 
 /// The terminal renderer.
 pub struct Terminal {
@@ -22,17 +48,23 @@ impl Terminal {
     fn line(&self, text: &str) {
         let guard = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match guard.as_ref() {
-            Some(bar) => bar.suspend(|| eprintln!("{text}")),
-            None => eprintln!("{text}"),
+            Some(bar) => bar.suspend(|| say(text)),
+            None => say(text),
         }
     }
 }
 
 impl Reporter for Terminal {
     fn event(&self, event: &Event) {
+        if TERMINAL_GONE.load(Ordering::SeqCst) {
+            if let Some(bar) = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                bar.set_draw_target(ProgressDrawTarget::hidden());
+            }
+            return;
+        }
         if self.json {
             if !matches!(event, Event::LoadProgress { .. }) {
-                println!("{}", serde_json::to_string(event).unwrap_or_default());
+                emit(&serde_json::to_string(event).unwrap_or_default());
             }
             return;
         }

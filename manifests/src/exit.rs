@@ -47,7 +47,7 @@ pub enum Exit {
     StartFailed = 35,
     /// Another apply holds the state directory's lock.
     ApplyLocked = 36,
-    /// The apply was stopped by a signal (Ctrl-C, SIGTERM, SIGHUP); running it again resumes.
+    /// The apply was stopped by Ctrl-C or SIGTERM; running it again resumes.
     Interrupted = 37,
     /// The new release failed (migration, start or health gate) and the previous one was put back.
     RolledBack = 38,

@@ -781,3 +781,51 @@ fn prune_removes_only_what_no_kept_release_no_container_and_no_other_tag_needs()
     let report = prune(&[]);
     assert!(report["images"].as_array().unwrap().is_empty(), "{report}");
 }
+
+#[test]
+fn a_closed_ssh_session_does_not_stop_the_apply_but_ctrl_c_does() {
+    if !e2e_enabled("a_closed_ssh_session_does_not_stop_the_apply_but_ctrl_c_does") {
+        return;
+    }
+    let site = Site::new("e2e-hup", 18196);
+    let bundle = site.bundle(1, &[]);
+    let signal = |child: &std::process::Child, sig: &str| {
+        let r = run(Command::new("kill").args([sig, &child.id().to_string()]));
+        assert_eq!(r.code, 0, "{r:?}");
+    };
+
+    // SSH drops in the middle of the migration: SIGHUP, and the terminal's end of the pipes is
+    // gone (writes fail). The apply still finishes, once, and the history says so.
+    let mut child = site
+        .apply_cmd(&bundle)
+        .env("MIGRATE_SLEEP", "3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the migration to start", Duration::from_secs(60), || site.running("migrate"));
+    signal(&child, "-HUP");
+    drop(child.stderr.take());
+    drop(child.stdout.take());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(0), "the apply did not finish after SIGHUP");
+    let (code, status) = site.status();
+    assert_eq!(code, 0, "{status}");
+    assert!(site.http_get().contains("web release 1"));
+    assert_eq!(site.migration_runs(), 1);
+    let history = run(&mut site.installer(&["history", "--json"]));
+    let last: serde_json::Value = serde_json::from_str(history.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["outcome"], "applied", "{history:?}");
+
+    // Ctrl-C (SIGINT) does stop it, with exit 37, and the same command resumes.
+    let r2 = site.bundle(2, &[]);
+    let child = site.apply_cmd(&r2).env("MIGRATE_SLEEP", "3").stderr(Stdio::piped()).spawn().unwrap();
+    wait_until("release 2's migration to start", Duration::from_secs(60), || site.running("migrate"));
+    signal(&child, "-INT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(37), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hint:"));
+    let r = site.apply(&r2, &[("MIGRATE_SLEEP", "3")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(site.migration_runs(), 2, "release 2's migration ran once");
+}
