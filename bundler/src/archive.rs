@@ -12,8 +12,11 @@ use manifests::digest::HashingReader;
 pub enum Source {
     /// In memory (manifest, signature, index).
     Bytes(Vec<u8>),
-    /// A file on disk (stack files, cached blobs).
+    /// A file on disk (stack files, cached blobs): hashed again as it is copied.
     File(PathBuf),
+    /// A blob this run downloaded into the cache, its digest checked as it arrived: copied
+    /// without a second hash (its length is still checked).
+    Fetched(PathBuf),
 }
 
 /// A write failure, naming the entry.
@@ -74,6 +77,18 @@ pub fn write_archive<W: Write>(
         match source {
             Source::Bytes(b) => {
                 builder.append(&header, b.as_slice()).map_err(write_err)?;
+            }
+            Source::Fetched(file) => {
+                let read_err = |source| ArchiveError::Read { path: entry.path.clone(), file: file.clone(), source };
+                let f = std::fs::File::open(file).map_err(read_err)?;
+                if f.metadata().map_err(read_err)?.len() != entry.size {
+                    return Err(ArchiveError::Changed {
+                        path: entry.path.clone(),
+                        file: file.clone(),
+                        expected: entry.sha256,
+                    });
+                }
+                builder.append(&header, io::BufReader::with_capacity(1 << 20, f).take(entry.size)).map_err(write_err)?;
             }
             Source::File(file) => {
                 let read_err = |source| ArchiveError::Read { path: entry.path.clone(), file: file.clone(), source };

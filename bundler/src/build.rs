@@ -212,11 +212,13 @@ pub async fn build<S: ImageSource>(
     reporter.finish(Phase::Download);
     entries.push(bytes_entry(OCI_LAYOUT, OCI_LAYOUT_CONTENT.as_bytes().to_vec()));
     entries.push(bytes_entry(OCI_INDEX, oci_index(&images)));
+    let fetched: BTreeSet<Digest> = missing.iter().map(|(_, b)| b.digest).collect();
     for (_, blob) in &blob_order {
-        entries.push((
-            Entry { path: layout::blob_path(&blob.digest), size: blob.size, sha256: blob.digest },
-            Source::File(blob_dir.join(blob.digest.hex())),
-        ));
+        let file = blob_dir.join(blob.digest.hex());
+        // A blob from an earlier run is hashed again on its way into the bundle; one this run
+        // downloaded was checked as it arrived.
+        let source = if fetched.contains(&blob.digest) { Source::Fetched(file) } else { Source::File(file) };
+        entries.push((Entry { path: layout::blob_path(&blob.digest), size: blob.size, sha256: blob.digest }, source));
     }
 
     let manifest = Manifest {

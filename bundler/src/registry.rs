@@ -320,8 +320,9 @@ impl ImageSource for OciRegistry {
         writer.inner.flush().await.map_err(write_err)?;
         drop(writer);
         // pull_blob checked the digest of what it received. The cache file is neither fsynced nor
-        // hashed again here: the bundle writer hashes every cache file as it copies it and drops
-        // one that no longer matches (a torn write after a crash), so the next build fetches it.
+        // hashed again here: a later build hashes every cache file from an earlier run as it
+        // copies it, and drops one that no longer matches (a torn write after a crash), so the
+        // build after that fetches it again.
         tokio::fs::rename(&partial, dest)
             .await
             .map_err(|source| RegistryError::Write { path: dest.to_path_buf(), source })

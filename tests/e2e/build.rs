@@ -98,6 +98,37 @@ fn rebuild_is_byte_identical_and_reuses_the_cache() {
 }
 
 #[test]
+fn a_cache_file_changed_since_an_earlier_build_is_refused_dropped_and_fetched_again() {
+    if !e2e_enabled("a_cache_file_changed_since_an_earlier_build_is_refused_dropped_and_fetched_again") {
+        return;
+    }
+    let ws = Workspace::new();
+    let compose = ws.stack("s", &[]);
+    let (a, b, c) = (ws.path("a.tar"), ws.path("b.tar"), ws.path("c.tar"));
+    assert_eq!(ws.build(&compose, 1, &a, &[]).code, 0);
+    // Bit rot (or a torn write) in the largest cached blob, same length.
+    let blobs = ws.cache.join("blobs").join("sha256");
+    let largest = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&largest, &bytes).unwrap();
+
+    let r = ws.build(&compose, 1, &b, &[]);
+    assert_ne!(r.code, 0, "a changed cache file went into a signed bundle: {r:?}");
+    assert!(r.stderr.contains("changed") && r.stderr.contains("hint:"), "{r:?}");
+    assert!(!b.exists(), "a partial bundle was left behind");
+    assert!(!largest.exists(), "the bad cache file was kept");
+    let r = ws.build(&compose, 1, &c, &["--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap(), "the rebuilt bundle differs");
+}
+
+#[test]
 fn multi_arch_index_resolves_to_linux_amd64() {
     if !e2e_enabled("multi_arch_index_resolves_to_linux_amd64") {
         return;
