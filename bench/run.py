@@ -28,6 +28,7 @@ import io
 import datetime
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -257,6 +258,8 @@ def main():
         if line.startswith("name:"):
             text = text.replace(line, f"name: {project}", 1)
             break
+    # Its own host ports, so that the bench runs beside the demo (which publishes 8080).
+    text = re.sub(r'"127\.0\.0\.1:(\d+):', lambda m: f'"127.0.0.1:{int(m.group(1)) + 10000}:', text)
     stack_dir = work / "stack"
     shutil.copytree(compose.parent, stack_dir)
     (stack_dir / "compose.yaml").write_text(text)
@@ -295,7 +298,18 @@ def main():
     blobs = sum(e["size"] for e in manifest["entries"] if e["path"].startswith("images/blobs/"))
     results["size"] = {"bundle_bytes": bundle.stat().st_size, "unique_blob_bytes": blobs}
 
-    # load, cold and warm
+    # load, cold and warm: only cold if no other container holds the images (Docker keeps an
+    # image a container uses, whatever `rmi -f` says).
+    users = set()
+    for ref in refs:
+        for line in sh(["docker", "ps", "-a", "--filter", f"ancestor={ref}", "--format",
+                        '{{.Names}} {{.Label "com.docker.compose.project"}}']).splitlines():
+            name, _, owner = line.partition(" ")
+            if owner != project:
+                users.add(f"{name} ({owner or 'no project'})")
+    if users:
+        sys.exit(f"bench: these containers use the stack's images, so no load would be cold: {', '.join(sorted(users))}\n"
+                 f"hint: remove them first (the demo's: docker rm -f $(docker ps -aq --filter label=com.docker.compose.project=clientstack))")
     sh(f"docker save {' '.join(refs)} > {work}/save.tar")
     root = docker_root()
     extracted = work / "extracted"

@@ -77,14 +77,13 @@ pub async fn prune<E: Engine>(state: &StateDir, engine: &E, dry_run: bool) -> Re
 
     let releases = state.release_numbers()?;
     // What the kept releases use: nothing of theirs may go, so an unreadable one stops here.
-    let mut kept_refs = BTreeSet::new();
+    // By image ID, not by reference: a reference an older release shared with a kept one now
+    // names the kept image, and the older image it named is left untagged, which is what prune
+    // is for.
     let mut kept_ids = BTreeSet::new();
     for release in &kept_releases {
         let manifest = read_release(state, *release)?;
-        for image in &manifest.images {
-            kept_refs.insert(image.reference.clone());
-            kept_ids.insert(image.config.digest);
-        }
+        kept_ids.extend(manifest.images.iter().map(|i| i.config.digest));
     }
     // Image ID -> the references older releases gave it, and those releases.
     let mut candidates: BTreeMap<Digest, (BTreeSet<String>, BTreeSet<u64>)> = BTreeMap::new();
@@ -93,7 +92,7 @@ pub async fn prune<E: Engine>(state: &StateDir, engine: &E, dry_run: bool) -> Re
         let manifest = read_release(state, *release)?;
         for image in &manifest.images {
             let id = image.config.digest;
-            if kept_ids.contains(&id) || kept_refs.contains(&image.reference) {
+            if kept_ids.contains(&id) {
                 continue;
             }
             let entry = candidates.entry(id).or_default();
