@@ -109,7 +109,7 @@ impl Report {
 
 /// Free bytes of the filesystem holding `path`. `INSTALLER_TEST_DOCKER_FREE_BYTES` replaces the
 /// figure for Docker's data root: the tests' way to simulate a full disk without a second dockerd.
-fn free_bytes(path: &Path, docker_root: bool) -> std::io::Result<u64> {
+pub(crate) fn free_bytes(path: &Path, docker_root: bool) -> std::io::Result<u64> {
     if docker_root && let Some(v) = std::env::var_os("INSTALLER_TEST_DOCKER_FREE_BYTES") {
         return v.to_string_lossy().parse().map_err(std::io::Error::other);
     }

@@ -62,6 +62,19 @@ pub struct PruneReport {
     pub held_releases: Vec<u64>,
     /// Images of older releases.
     pub images: Vec<ImagePrune>,
+    /// Docker's data root and its free bytes before and after, when measurable from here.
+    pub docker_root: Option<DiskFree>,
+}
+
+/// Free space of Docker's data root around a prune.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskFree {
+    /// Docker's data root.
+    pub path: String,
+    /// Free bytes before.
+    pub free_before: u64,
+    /// Free bytes after.
+    pub free_after: u64,
 }
 
 /// Prune.
@@ -101,6 +114,10 @@ pub async fn prune<E: Engine>(state: &StateDir, engine: &E, dry_run: bool) -> Re
         }
     }
 
+    // What the operator wants to know at the end: how much came back. Not measurable when
+    // Docker's root is not visible from here (a remote DOCKER_HOST); then it is left out.
+    let root = std::path::PathBuf::from(engine.info().await?.root_dir);
+    let free_before = crate::preflight::free_bytes(&root, false).ok();
     let mut images = Vec::new();
     // A release directory stays while a container created in that release exists: a service
     // kept unchanged across releases still bind-mounts its files from there (and needs them at
@@ -142,7 +159,11 @@ pub async fn prune<E: Engine>(state: &StateDir, engine: &E, dry_run: bool) -> Re
         }
         removed_releases.push(*release);
     }
+    let docker_root = free_before.zip(crate::preflight::free_bytes(&root, false).ok()).map(|(before, after)| {
+        DiskFree { path: root.display().to_string(), free_before: before, free_after: after }
+    });
     Ok(PruneReport {
+        docker_root,
         dry_run,
         kept_releases: kept_releases.into_iter().collect(),
         removed_releases,
@@ -188,6 +209,15 @@ pub fn render(report: &PruneReport) -> String {
             s,
             "release directories kept for a container or image that stays: {}",
             list(&report.held_releases)
+        );
+    }
+    if let Some(d) = &report.docker_root {
+        let _ = writeln!(
+            s,
+            "Docker data root {}: {} free (was {})",
+            d.path,
+            manifests::display::human_bytes(d.free_after),
+            manifests::display::human_bytes(d.free_before)
         );
     }
     s

@@ -760,6 +760,7 @@ fn prune_removes_only_what_no_kept_release_no_container_and_no_other_tag_needs()
     let report = prune(&[]);
     assert_eq!(outcome_of(&report, web1).0, "removed", "{report}");
     assert!(!has_image(web1), "{report}");
+    assert!(report["docker_root"]["free_after"].as_u64().is_some(), "the operator is told the free space: {report}");
     assert!(release_dir(1).exists() && report["held_releases"] == serde_json::json!([1]), "{report}");
     assert!(release_dir(2).exists() && release_dir(3).exists());
     assert!(has_image("127.0.0.1:5000/stack/web:2") && has_image("127.0.0.1:5000/stack/db:1"));
