@@ -61,6 +61,19 @@ impl Site {
         run(&mut c)
     }
 
+    /// Start an apply whose migration takes 3 s, with piped output; return once the migration
+    /// container runs (the point the interruption tests cut in).
+    fn apply_until_migrating(&self, bundle: &std::path::Path, env: &[(&str, &str)]) -> std::process::Child {
+        let mut c = self.apply_cmd(bundle);
+        c.env("MIGRATE_SLEEP", "3").stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().unwrap();
+        wait_until("the migration to start", Duration::from_secs(60), || self.running("migrate"));
+        child
+    }
+
     fn container_id(&self, service: &str) -> Option<String> {
         let r =
             run(Command::new("docker").args(["inspect", "-f", "{{.Id}}", &format!("{}-{service}-1", self.project)]));
@@ -250,15 +263,8 @@ fn docker_unreachable_gets_its_exit_code_and_a_rerun_converges() {
 
     // Docker goes away in the middle: a proxy socket that is cut once the db container exists.
     let proxy = Proxy::start(site.ws.path("docker-proxy.sock"));
-    let child = site
-        .apply_cmd(&bundle)
-        .env("DOCKER_HOST", format!("unix://{}", proxy.path.display()))
-        .env("MIGRATE_SLEEP", "3")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the migration to start", Duration::from_secs(60), || site.running("migrate"));
+    let docker_host = format!("unix://{}", proxy.path.display());
+    let child = site.apply_until_migrating(&bundle, &[("DOCKER_HOST", &docker_host)]);
     proxy.cut();
     let out: Run = child.wait_with_output().unwrap().into();
     assert_eq!(out.code, 31, "{out:?}");
@@ -344,8 +350,7 @@ fn kill_9_during_the_migration_then_rerun_runs_it_exactly_once() {
     }
     let site = Site::new("e2e-kill-mig", 18187);
     let bundle = site.bundle(1, &[]);
-    let mut child = site.apply_cmd(&bundle).env("MIGRATE_SLEEP", "3").stderr(Stdio::null()).spawn().unwrap();
-    wait_until("the migration to start", Duration::from_secs(60), || site.running("migrate"));
+    let mut child = site.apply_until_migrating(&bundle, &[]);
     child.kill().unwrap();
     let _ = child.wait();
     let r = site.apply(&bundle, &[("MIGRATE_SLEEP", "3")]);
@@ -797,14 +802,7 @@ fn a_closed_ssh_session_does_not_stop_the_apply_but_ctrl_c_does() {
 
     // SSH drops in the middle of the migration: SIGHUP, and the terminal's end of the pipes is
     // gone (writes fail). The apply still finishes, once, and the history says so.
-    let mut child = site
-        .apply_cmd(&bundle)
-        .env("MIGRATE_SLEEP", "3")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the migration to start", Duration::from_secs(60), || site.running("migrate"));
+    let mut child = site.apply_until_migrating(&bundle, &[]);
     signal(&child, "-HUP");
     drop(child.stderr.take());
     drop(child.stdout.take());
@@ -820,8 +818,7 @@ fn a_closed_ssh_session_does_not_stop_the_apply_but_ctrl_c_does() {
 
     // Ctrl-C (SIGINT) does stop it, with exit 37, and the same command resumes.
     let r2 = site.bundle(2, &[]);
-    let child = site.apply_cmd(&r2).env("MIGRATE_SLEEP", "3").stderr(Stdio::piped()).spawn().unwrap();
-    wait_until("release 2's migration to start", Duration::from_secs(60), || site.running("migrate"));
+    let child = site.apply_until_migrating(&r2, &[]);
     signal(&child, "-INT");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(37), "{}", String::from_utf8_lossy(&out.stderr));
