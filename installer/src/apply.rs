@@ -42,6 +42,8 @@ pub struct ApplyOptions {
     pub values_file: Option<PathBuf>,
     /// Allow a lower release counter than the installed one.
     pub allow_downgrade: bool,
+    /// Take over a project whose containers this state directory did not create.
+    pub adopt: bool,
 }
 
 /// The result of an apply.
@@ -125,6 +127,31 @@ pub fn file_digests(manifest: &Manifest) -> BTreeMap<String, Digest> {
         .collect()
 }
 
+/// Refuse to install over a project that another state directory (or `docker compose`) put on
+/// this host: this state directory has no record of its releases, values or migrations (a
+/// migration whose container was pruned would run again), and two state directories would then
+/// each believe they own it. An apply this state directory started (even one that never
+/// finished) leaves a journal before it changes anything, so a rerun is never refused.
+///
+/// # Errors
+/// [`InstallError::NotOurs`] unless `adopt`.
+pub fn check_ownership(
+    manifest: &Manifest,
+    state: &StateDir,
+    host: &HostState,
+    adopt: bool,
+) -> Result<(), InstallError> {
+    if adopt || host.containers.is_empty() || state.installed()?.is_some() || state.journal()?.manifest_sha256.is_some()
+    {
+        return Ok(());
+    }
+    Err(InstallError::NotOurs {
+        project: manifest.project.clone(),
+        containers: host.containers.keys().cloned().collect(),
+        state_dir: state.root().to_path_buf(),
+    })
+}
+
 /// Refuse bundles that policy forbids.
 ///
 /// # Errors
@@ -183,6 +210,9 @@ pub async fn apply<E: Engine>(
     let mut overrides = Vec::new();
     if let Some(p) = previous.filter(|p| opts.allow_downgrade && manifest.release < *p) {
         overrides.push(format!("--allow-downgrade from release {p}"));
+    }
+    if opts.adopt && previous.is_none() {
+        overrides.push("--adopt".to_string());
     }
     record_history(&state, &manifest, key_id, previous, &result, overrides);
     result
@@ -258,11 +288,13 @@ async fn apply_signed<E: Engine>(
     let installed = state.installed()?;
     check_policy(&manifest, installed.as_ref(), opts.allow_downgrade)?;
     let installed_before = installed.clone();
-    let saved = state.values()?;
-    let values = values::resolve(&manifest, opts.values_file.as_deref(), &saved, &|k| std::env::var(k).ok())?;
-
     let info = engine.info().await?;
     let host = host_state(engine, &manifest, state).await?;
+    // Before the values: another state directory also lacks the site's saved values, and the
+    // operator should hear about the directory, not about a missing password.
+    check_ownership(&manifest, state, &host, opts.adopt)?;
+    let saved = state.values()?;
+    let values = values::resolve(&manifest, opts.values_file.as_deref(), &saved, &|k| std::env::var(k).ok())?;
     let files_dir = state.files_dir(manifest.release);
     let digests = file_digests(&manifest);
     let the_plan =
@@ -804,9 +836,10 @@ pub async fn plan_only<E: Engine>(opts: &ApplyOptions, engine: &E) -> Result<Pla
     let signed = verify::open(&opts.bundle, &keys)?;
     let manifest = signed.manifest().clone();
     check_policy(&manifest, state.installed()?.as_ref(), opts.allow_downgrade)?;
-    let values = values::resolve(&manifest, opts.values_file.as_deref(), &state.values()?, &|k| std::env::var(k).ok())?;
     let info = engine.info().await?;
     let host = host_state(engine, &manifest, &state).await?;
+    check_ownership(&manifest, &state, &host, opts.adopt)?;
+    let values = values::resolve(&manifest, opts.values_file.as_deref(), &state.values()?, &|k| std::env::var(k).ok())?;
     let plan =
         plan::plan(&manifest, &host, &values, &state.files_dir(manifest.release), &file_digests(&manifest), true)
             .map_err(InstallError::Preflight)?;

@@ -84,6 +84,9 @@ pub struct ApplyArgs {
     /// Install a release older than the installed one.
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// Take over a project this state directory did not install (its migrations run again).
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 #[cfg(test)]

@@ -153,6 +153,20 @@ pub enum InstallError {
         error: Box<InstallError>,
     },
     /// Nothing installed.
+    #[error(
+        "project `{project}` already has containers on this host ({}), but {} has no record of installing it \
+         (another state directory, or docker compose, did): its releases, values and migration records are elsewhere",
+        containers.join(", "),
+        state_dir.display()
+    )]
+    NotOurs {
+        /// Compose project.
+        project: String,
+        /// Its containers.
+        containers: Vec<String>,
+        /// This state directory.
+        state_dir: PathBuf,
+    },
     #[error("nothing is installed (no release recorded in {0})")]
     NotInstalled(PathBuf),
     /// Something is not healthy (status).
@@ -173,7 +187,7 @@ impl Diagnose for InstallError {
         match self {
             InstallError::Bundle { source, .. } => source.exit(),
             InstallError::NoTrustedKey { .. } | InstallError::Key { .. } => Exit::SignatureRejected,
-            InstallError::Policy(_) => Exit::PolicyRejected,
+            InstallError::Policy(_) | InstallError::NotOurs { .. } => Exit::PolicyRejected,
             InstallError::MissingValues { .. }
             | InstallError::Values { .. }
             | InstallError::Preflight(_)
@@ -206,6 +220,12 @@ impl Diagnose for InstallError {
             ),
             InstallError::Key { .. } => "check the path; the file must be the vendor's minisign public key".into(),
             InstallError::Policy(_) => "check that this is the bundle you meant to install".into(),
+            InstallError::NotOurs { .. } => "run with the state directory that installed it (--state-dir or \
+                INSTALLER_STATE_DIR; the default is /var/lib/installer). If that is lost, or the stack was started \
+                with docker compose, pass --adopt to take it over: unchanged containers are kept, and a migration \
+                of this release runs again unless its finished container is still there, so make sure the \
+                migrations are safe to repeat"
+                .into(),
             InstallError::MissingValues { .. } => {
                 "pass them in a file with --values FILE (lines NAME=value) or as environment variables".into()
             }

@@ -57,6 +57,7 @@ fn apply_options(cli: &Cli, a: &ApplyArgs) -> ApplyOptions {
         state_dir: cli.state_dir.clone(),
         values_file: a.values.clone(),
         allow_downgrade: a.allow_downgrade,
+        adopt: a.adopt,
     }
 }
 

@@ -827,3 +827,34 @@ fn a_closed_ssh_session_does_not_stop_the_apply_but_ctrl_c_does() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(site.migration_runs(), 2, "release 2's migration ran once");
 }
+
+#[test]
+fn a_project_installed_from_another_state_dir_is_not_taken_over_silently() {
+    if !e2e_enabled("a_project_installed_from_another_state_dir_is_not_taken_over_silently") {
+        return;
+    }
+    let site = Site::new("e2e-adopt", 18197);
+    let bundle = site.bundle(1, &[]);
+    assert_eq!(site.apply(&bundle, &[]).code, 0);
+    // The same host, another state directory: a typo in INSTALLER_STATE_DIR, or the first one lost.
+    let other = site.ws.path("other-state");
+    let before = docker_snapshot();
+    let r = run(site.apply_cmd(&bundle).env("INSTALLER_STATE_DIR", &other));
+    assert_eq!(r.code, 22, "{r:?}");
+    assert!(r.stderr.contains("e2e-adopt-db-1") && r.stderr.contains("no record of installing it"), "{r:?}");
+    assert!(r.stderr.contains("hint:") && r.stderr.contains("--adopt"), "{r:?}");
+    let r = run(site.installer(&["plan"]).arg(&bundle).arg("--key").arg(&site.ws.public).env("INSTALLER_STATE_DIR", &other));
+    assert_eq!(r.code, 22, "plan must say so too: {r:?}");
+    assert_eq!(docker_snapshot(), before, "the refused apply changed Docker");
+    assert_eq!(site.migration_runs(), 1);
+
+    // --adopt takes it over, as documented: unchanged containers stay, and the migration's
+    // finished container of this release shows it ran, so it does not run again.
+    let db = site.container_id("db");
+    let r = run(site.apply_cmd(&bundle).arg("--adopt").env("INSTALLER_STATE_DIR", &other));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(site.container_id("db"), db);
+    assert_eq!(site.migration_runs(), 1, "the migration ran again although its container shows it finished");
+    let history = run(site.installer(&["history", "--json"]).env("INSTALLER_STATE_DIR", &other));
+    assert!(history.stdout.contains("--adopt"), "{history:?}");
+}

@@ -324,6 +324,7 @@ fn options(dir: &Path, bundle: &Path, public: &Path) -> installer::apply::ApplyO
         state_dir: dir.join("state"),
         values_file: None,
         allow_downgrade: false,
+        adopt: false,
     }
 }
 
