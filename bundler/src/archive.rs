@@ -88,7 +88,9 @@ pub fn write_archive<W: Write>(
                         expected: entry.sha256,
                     });
                 }
-                builder.append(&header, io::BufReader::with_capacity(1 << 20, f).take(entry.size)).map_err(write_err)?;
+                builder
+                    .append(&header, io::BufReader::with_capacity(1 << 20, f).take(entry.size))
+                    .map_err(write_err)?;
             }
             Source::File(file) => {
                 let read_err = |source| ArchiveError::Read { path: entry.path.clone(), file: file.clone(), source };

@@ -159,9 +159,9 @@ pub async fn prune<E: Engine>(state: &StateDir, engine: &E, dry_run: bool) -> Re
         }
         removed_releases.push(*release);
     }
-    let docker_root = free_before.zip(crate::preflight::free_bytes(&root, false).ok()).map(|(before, after)| {
-        DiskFree { path: root.display().to_string(), free_before: before, free_after: after }
-    });
+    let docker_root = free_before
+        .zip(crate::preflight::free_bytes(&root, false).ok())
+        .map(|(before, after)| DiskFree { path: root.display().to_string(), free_before: before, free_after: after });
     Ok(PruneReport {
         docker_root,
         dry_run,

@@ -448,7 +448,8 @@ impl ComposeFile {
             }
         }
         // Like compose: the implicit `default` network exists only if a service is on it.
-        networks.retain(|n| n != "default" || declared_default || services.values().any(|d| d.networks.contains_key(n)));
+        networks
+            .retain(|n| n != "default" || declared_default || services.values().any(|d| d.networks.contains_key(n)));
         let timeout = match bundle.health.and_then(|h| h.timeout) {
             Some(t) => parse_duration(&t).map_err(|m| reference(format!("x-bundle.health.timeout: {m}")))?,
             None => 300_000,
@@ -565,7 +566,8 @@ fn normalize_service(
     let mut healthcheck =
         svc.healthcheck.map(|h| normalize_healthcheck(h).map_err(|m| invalid("healthcheck", m))).transpose()?;
     if let Some(h) = healthcheck.as_mut() {
-        h.test = literals(Some(std::mem::take(&mut h.test))).map_err(|m| invalid("healthcheck", m))?.unwrap_or_default();
+        h.test =
+            literals(Some(std::mem::take(&mut h.test))).map_err(|m| invalid("healthcheck", m))?.unwrap_or_default();
     }
     if let Some(r) = &svc.restart {
         let ok = matches!(r.as_str(), "no" | "always" | "unless-stopped" | "on-failure")
@@ -1040,9 +1042,14 @@ volumes:
         let a = svc("    command: [\"sh\", \"-c\", \"echo $$HOME $$1 5$\"]\n    healthcheck:\n      test: [\"CMD-SHELL\", \"pg_isready -U $${POSTGRES_USER}\"]\n").unwrap();
         assert_eq!(a.command.unwrap(), vec!["sh", "-c", "echo $HOME $1 5$"]);
         assert_eq!(a.healthcheck.unwrap().test, vec!["CMD-SHELL", "pg_isready -U ${POSTGRES_USER}"]);
-        for field in ["    command: [\"echo\", \"${TAG}\"]\n", "    working_dir: /srv/$TAG\n", "    labels: {a: \"${TAG}\"}\n"] {
+        for field in
+            ["    command: [\"echo\", \"${TAG}\"]\n", "    working_dir: /srv/$TAG\n", "    labels: {a: \"${TAG}\"}\n"]
+        {
             let err = svc(field).unwrap_err().to_string();
-            assert!(err.contains("`${TAG}`") && err.contains("only in `environment`") && err.contains("$${TAG}"), "{err}");
+            assert!(
+                err.contains("`${TAG}`") && err.contains("only in `environment`") && err.contains("$${TAG}"),
+                "{err}"
+            );
         }
     }
 

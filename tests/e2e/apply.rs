@@ -843,7 +843,12 @@ fn a_project_installed_from_another_state_dir_is_not_taken_over_silently() {
     assert_eq!(r.code, 22, "{r:?}");
     assert!(r.stderr.contains("e2e-adopt-db-1") && r.stderr.contains("no record of installing it"), "{r:?}");
     assert!(r.stderr.contains("hint:") && r.stderr.contains("--adopt"), "{r:?}");
-    let r = run(site.installer(&["plan"]).arg(&bundle).arg("--key").arg(&site.ws.public).env("INSTALLER_STATE_DIR", &other));
+    let r = run(site
+        .installer(&["plan"])
+        .arg(&bundle)
+        .arg("--key")
+        .arg(&site.ws.public)
+        .env("INSTALLER_STATE_DIR", &other));
     assert_eq!(r.code, 22, "plan must say so too: {r:?}");
     assert_eq!(docker_snapshot(), before, "the refused apply changed Docker");
     assert_eq!(site.migration_runs(), 1);
@@ -857,4 +862,55 @@ fn a_project_installed_from_another_state_dir_is_not_taken_over_silently() {
     assert_eq!(site.migration_runs(), 1, "the migration ran again although its container shows it finished");
     let history = run(site.installer(&["history", "--json"]).env("INSTALLER_STATE_DIR", &other));
     assert!(history.stdout.contains("--adopt"), "{history:?}");
+}
+
+#[test]
+fn prune_removes_the_old_image_a_reused_tag_left_untagged() {
+    if !e2e_enabled("prune_removes_the_old_image_a_reused_tag_left_untagged") {
+        return;
+    }
+    // A vendor who ships every release under one moving tag. Two images of their own (a label
+    // makes each ID unique to this test), pushed in turn under that tag.
+    let moving = "127.0.0.1:5000/e2e-moving/web:stable";
+    let push_as_moving = |from: &str, label: &str| -> String {
+        let mut c = Command::new("docker");
+        c.args(["build", "-q", "--label", label, "-t", moving, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(format!("FROM {from}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "docker build failed: {}", String::from_utf8_lossy(&out.stderr));
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(run(Command::new("docker").args(["push", moving])).code, 0);
+        // Only the installer's load should hold it on this engine.
+        assert_eq!(run(Command::new("docker").args(["rmi", moving])).code, 0);
+        id
+    };
+    let site = Site::new("e2e-moving", 18198);
+    let old_id = push_as_moving("127.0.0.1:5000/stack/web:1", "e2e=moving-old");
+    let r1 = site.bundle(1, &[("127.0.0.1:5000/stack/web:1", moving)]);
+    assert_eq!(site.apply(&r1, &[]).code, 0);
+    let _new_id = push_as_moving("127.0.0.1:5000/stack/web:2", "e2e=moving-new");
+    for release in [2, 3] {
+        let b = site.bundle(release, &[("127.0.0.1:5000/stack/web:1", moving)]);
+        let r = site.apply(&b, &[]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    let tags = run(Command::new("docker").args(["image", "inspect", "-f", "{{len .RepoTags}}", &old_id]));
+    assert_eq!(tags.stdout.trim(), "0", "release 1's image should be left untagged: {tags:?}");
+
+    let r = run(&mut site.installer(&["prune", "--json"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let old = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image_id"].as_str() == Some(old_id.as_str()))
+        .unwrap_or_else(|| panic!("release 1's image {old_id} is not in the report: {report}"));
+    assert_eq!(old["outcome"], "removed", "{report}");
+    assert_ne!(run(Command::new("docker").args(["image", "inspect", &old_id])).code, 0, "still there");
+    assert!(site.http_get().contains("web release 2"));
 }
