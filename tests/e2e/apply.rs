@@ -534,21 +534,45 @@ fn an_upgrade_sends_only_the_changed_layer_and_keeps_unchanged_services() {
     let db = site.container_id("db").unwrap();
     let web1 = site.container_id("web").unwrap();
     let r2 = site.bundle(2, &[("stack/web:1", "stack/web:2")]);
-    // The layers web:2 has and release 1 does not (one index.html layer when both were built in
-    // one run; the legacy builder gives the /www layer a new mtime when it rebuilds without
-    // cache), plus web:2's config.
     let m2 = manifests::Manifest::from_bytes(&e2e::split_tar(&std::fs::read(&r2).unwrap())[0].data).unwrap();
     let m1 = manifests::Manifest::from_bytes(&e2e::split_tar(&std::fs::read(&r1).unwrap())[0].data).unwrap();
     let old: std::collections::BTreeSet<_> =
         m1.images.iter().flat_map(|i| i.layers.iter().map(|l| l.blob.digest)).collect();
     let web2 = m2.image("127.0.0.1:5000/stack/web:2").unwrap();
-    let new_layers: Vec<u64> =
-        web2.layers.iter().filter(|l| !old.contains(&l.blob.digest)).map(|l| l.blob.size).collect();
-    assert!(!new_layers.is_empty() && new_layers.len() < web2.layers.len(), "web:2 shares no layer with release 1");
-    let changed = new_layers.iter().sum::<u64>() + web2.config.size;
+    assert!(web2.layers.iter().any(|l| old.contains(&l.blob.digest)), "web:2 shares no layer with release 1");
 
-    // Make web:2 absent so the upgrade really loads it.
+    // Make web:2 absent so the upgrade really loads it, with any untagged image (a build
+    // intermediate, an image an earlier test left dangling) that still holds its own layers.
     let _ = run(Command::new("docker").args(["rmi", "127.0.0.1:5000/stack/web:2"]));
+    let r1_chains: std::collections::BTreeSet<manifests::Digest> = m1
+        .images
+        .iter()
+        .flat_map(|i| installer::load::chain_ids(&i.layers.iter().map(|l| l.diff_id).collect::<Vec<_>>()))
+        .collect();
+    let web2_only: Vec<manifests::Digest> =
+        installer::load::chain_ids(&web2.layers.iter().map(|l| l.diff_id).collect::<Vec<_>>())
+            .into_iter()
+            .filter(|c| !r1_chains.contains(c))
+            .collect();
+    for (id, tags, chains) in images_on_the_engine() {
+        if tags == 0 && chains.iter().any(|c| web2_only.contains(c)) {
+            let _ = run(Command::new("docker").args(["rmi", "-f", &id]));
+        }
+    }
+    // What the upgrade cannot avoid sending: web:2's layers whose chain Docker lacks now (other
+    // images on this engine may share some, e.g. web:broken), plus web:2's config.
+    let present = chain_ids_on_the_engine();
+    let diff_ids: Vec<manifests::Digest> = web2.layers.iter().map(|l| l.diff_id).collect();
+    let missing: Vec<u64> = web2
+        .layers
+        .iter()
+        .zip(installer::load::chain_ids(&diff_ids))
+        .filter(|(_, chain)| !present.contains(chain))
+        .map(|(l, _)| l.blob.size)
+        .collect();
+    assert!(!missing.is_empty(), "web:2 has no layer to send: the test proves nothing");
+    let changed = missing.iter().sum::<u64>() + web2.config.size;
+
     let r = run(site.apply_cmd(&r2).arg("--json"));
     assert_eq!(r.code, 0, "{r:?}");
     let outcome: serde_json::Value = r
@@ -888,6 +912,8 @@ fn prune_removes_the_old_image_a_reused_tag_left_untagged() {
         assert_eq!(run(Command::new("docker").args(["rmi", moving])).code, 0);
         id
     };
+    // Images left by an earlier run share web:2's layers and would make other tests' loads warm.
+    let _ = run(Command::new("docker").args(["rmi", moving]));
     let site = Site::new("e2e-moving", 18198);
     let old_id = push_as_moving("127.0.0.1:5000/stack/web:1", "e2e=moving-old");
     let r1 = site.bundle(1, &[("127.0.0.1:5000/stack/web:1", moving)]);
@@ -913,4 +939,31 @@ fn prune_removes_the_old_image_a_reused_tag_left_untagged() {
     assert_eq!(old["outcome"], "removed", "{report}");
     assert_ne!(run(Command::new("docker").args(["image", "inspect", &old_id])).code, 0, "still there");
     assert!(site.http_get().contains("web release 2"));
+    // Leave no image that shares web:2's layers: the upgrade test needs them absent.
+    drop(site);
+    assert_eq!(run(Command::new("docker").args(["rmi", moving])).code, 0);
+}
+
+/// Chain IDs of every layer of every image on the engine (what Docker would not need again).
+fn chain_ids_on_the_engine() -> std::collections::BTreeSet<manifests::Digest> {
+    images_on_the_engine().into_iter().flat_map(|(_, _, chains)| chains).collect()
+}
+
+/// Every image on the engine (intermediates included): ID, number of tags, chain IDs.
+fn images_on_the_engine() -> Vec<(String, usize, Vec<manifests::Digest>)> {
+    let ids = run(Command::new("docker").args(["images", "-aq", "--no-trunc"])).stdout;
+    let mut out = Vec::new();
+    for id in ids.split_whitespace().collect::<std::collections::BTreeSet<_>>() {
+        let r = run(Command::new("docker").args([
+            "image",
+            "inspect",
+            "-f",
+            "{{len .RepoTags}} {{json .RootFS.Layers}}",
+            id,
+        ]));
+        let Some((tags, layers)) = r.stdout.trim().split_once(' ') else { continue };
+        let diff_ids: Vec<manifests::Digest> = serde_json::from_str(layers).unwrap_or_default();
+        out.push((id.to_string(), tags.parse().unwrap_or(0), installer::load::chain_ids(&diff_ids)));
+    }
+    out
 }
