@@ -78,33 +78,24 @@ pub fn write_archive<W: Write>(
             Source::Bytes(b) => {
                 builder.append(&header, b.as_slice()).map_err(write_err)?;
             }
-            Source::Fetched(file) => {
+            Source::Fetched(file) | Source::File(file) => {
                 let read_err = |source| ArchiveError::Read { path: entry.path.clone(), file: file.clone(), source };
+                let changed =
+                    || ArchiveError::Changed { path: entry.path.clone(), file: file.clone(), expected: entry.sha256 };
                 let f = std::fs::File::open(file).map_err(read_err)?;
-                if f.metadata().map_err(read_err)?.len() != entry.size {
-                    return Err(ArchiveError::Changed {
-                        path: entry.path.clone(),
-                        file: file.clone(),
-                        expected: entry.sha256,
-                    });
-                }
-                builder
-                    .append(&header, io::BufReader::with_capacity(1 << 20, f).take(entry.size))
-                    .map_err(write_err)?;
-            }
-            Source::File(file) => {
-                let read_err = |source| ArchiveError::Read { path: entry.path.clone(), file: file.clone(), source };
-                let f = std::fs::File::open(file).map_err(read_err)?;
-                let mut reader = HashingReader::new(io::BufReader::with_capacity(1 << 20, f).take(entry.size));
+                let body = io::BufReader::with_capacity(1 << 20, f).take(entry.size);
                 // tar's append copies and pads; a read error surfaces as an io::Error there.
-                builder.append(&header, &mut reader).map_err(write_err)?;
-                let (digest, len) = reader.finish();
-                if digest != entry.sha256 || len != entry.size {
-                    return Err(ArchiveError::Changed {
-                        path: entry.path.clone(),
-                        file: file.clone(),
-                        expected: entry.sha256,
-                    });
+                if matches!(source, Source::Fetched(_)) {
+                    if std::fs::metadata(file).map_err(read_err)?.len() != entry.size {
+                        return Err(changed());
+                    }
+                    builder.append(&header, body).map_err(write_err)?;
+                } else {
+                    let mut reader = HashingReader::new(body);
+                    builder.append(&header, &mut reader).map_err(write_err)?;
+                    if reader.finish() != (entry.sha256, entry.size) {
+                        return Err(changed());
+                    }
                 }
             }
         }

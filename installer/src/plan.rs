@@ -205,8 +205,7 @@ pub fn plan(
             };
             let image_id = manifest.image(&def.image).map(|i| i.config.digest);
             let mut spec = container_spec(manifest, &name, def, values, files_dir)?;
-            let config_hash = config_hash(manifest, def, values, image_id, file_digests);
-            let parts = config_parts(def, values, image_id, file_digests);
+            let (config_hash, parts) = config_hash(manifest, def, values, image_id, file_digests);
             spec.labels.insert(labels::CONFIG_HASH.into(), config_hash.clone());
             spec.labels.insert(labels::CONFIG_PARTS.into(), parts.clone());
             let container = container_name(project, &name);
@@ -332,33 +331,6 @@ fn container_spec(
     })
 }
 
-/// The parts of a service's config, each hashed on its own (12 hex digits: a label for humans,
-/// not a security check; the full config hash decides whether to recreate).
-fn config_parts(
-    def: &ServiceDef,
-    values: &BTreeMap<String, String>,
-    image_id: Option<Digest>,
-    file_digests: &BTreeMap<String, Digest>,
-) -> String {
-    let mut definition = serde_json::to_value(def).unwrap_or_default();
-    if let Some(map) = definition.as_object_mut() {
-        // Reported as their own parts.
-        map.remove("image");
-        map.remove("environment");
-    }
-    let parts = [
-        ("image", serde_json::json!([def.image, image_id.map(|d| d.to_string())])),
-        ("environment", serde_json::json!(substituted_environment(def, values))),
-        ("files", serde_json::json!(mounted_file_digests(def, file_digests))),
-        ("definition", definition),
-    ];
-    parts
-        .iter()
-        .map(|(name, v)| format!("{name}={}", &Digest::of(&serde_json::to_vec(v).unwrap_or_default()).hex()[..12]))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// Why an existing container no longer matches: the parts whose hashes differ from its label.
 fn what_changed(existing: &ContainerState, parts: &str, reference: &str) -> String {
     let Some(old) = existing.labels.get(labels::CONFIG_PARTS) else {
@@ -404,6 +376,9 @@ fn mounted_file_digests<'a>(
 /// The config hash: the definition, the substituted environment, the image ID and the content of
 /// bundled files it mounts. The release number is left out on purpose, so an unchanged service
 /// keeps its container across releases.
+///
+/// Also returned: the same parts, each hashed on its own (12 hex digits: a label for humans,
+/// not a security check; the full hash alone decides whether to recreate).
 #[must_use]
 pub fn config_hash(
     manifest: &Manifest,
@@ -411,15 +386,33 @@ pub fn config_hash(
     values: &BTreeMap<String, String>,
     image_id: Option<Digest>,
     file_digests: &BTreeMap<String, Digest>,
-) -> String {
+) -> (String, String) {
     let env = substituted_environment(def, values);
     let files = mounted_file_digests(def, file_digests);
-    let doc = serde_json::json!({
+    let image_id = image_id.map(|d| d.to_string());
+    let hash = |v: &serde_json::Value| Digest::of(&serde_json::to_vec(v).unwrap_or_default());
+    let mut definition = serde_json::to_value(def).unwrap_or_default();
+    let full = hash(&serde_json::json!({
         "project": manifest.project,
-        "definition": def,
+        "definition": definition,
         "environment": env,
-        "image_id": image_id.map(|d| d.to_string()),
+        "image_id": image_id,
         "files": files,
-    });
-    Digest::of(&serde_json::to_vec(&doc).unwrap_or_default()).hex()
+    }));
+    if let Some(map) = definition.as_object_mut() {
+        // Reported as parts of their own.
+        map.remove("image");
+        map.remove("environment");
+    }
+    let parts = [
+        ("image", serde_json::json!([def.image, image_id])),
+        ("environment", serde_json::json!(env)),
+        ("files", serde_json::json!(files)),
+        ("definition", definition),
+    ]
+    .iter()
+    .map(|(name, v)| format!("{name}={}", &hash(v).hex()[..12]))
+    .collect::<Vec<_>>()
+    .join(",");
+    (full.hex(), parts)
 }

@@ -66,32 +66,24 @@ pub async fn status<E: Engine>(state: &StateDir, engine: &E) -> Result<StatusRep
     for (name, s) in &installed.services {
         let c = engine.container(&s.container).await?;
         let status = match c {
-            // A finished one-shot whose container was removed (`docker container prune` is common
-            // hygiene) is not a fault: the state dir records that it completed for this release.
-            None if s.one_shot && migrations.is_done(installed.release, name) => ServiceStatus {
-                service: name.clone(),
-                container: s.container.clone(),
-                state: "pruned".into(),
-                health: None,
-                image: s.image.clone(),
-                started_at: None,
-                uptime_secs: None,
-                one_shot: true,
-                exit_code: Some(0),
-                ok: true,
-            },
-            None => ServiceStatus {
-                service: name.clone(),
-                container: s.container.clone(),
-                state: "missing".into(),
-                health: None,
-                image: s.image.clone(),
-                started_at: None,
-                uptime_secs: None,
-                one_shot: s.one_shot,
-                exit_code: None,
-                ok: false,
-            },
+            None => {
+                // A finished one-shot whose container was removed (`docker container prune` is
+                // common hygiene) is not a fault: the state dir records that it completed for
+                // this release.
+                let pruned = s.one_shot && migrations.is_done(installed.release, name);
+                ServiceStatus {
+                    service: name.clone(),
+                    container: s.container.clone(),
+                    state: if pruned { "pruned" } else { "missing" }.into(),
+                    health: None,
+                    image: s.image.clone(),
+                    started_at: None,
+                    uptime_secs: None,
+                    one_shot: s.one_shot,
+                    exit_code: pruned.then_some(0),
+                    ok: pruned,
+                }
+            }
             Some(c) => {
                 let ok = if s.one_shot {
                     c.running || c.exit_code == Some(0)
