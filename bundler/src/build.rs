@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use futures_util::{StreamExt, TryStreamExt};
 use manifests::digest::HashingWriter;
 use manifests::layout::{self, COMPOSE, OCI_INDEX, OCI_LAYOUT, OCI_LAYOUT_CONTENT};
-use manifests::spec::ComposeFile;
 use manifests::{Blob, Digest, Entry, Image, Layer, Manifest, Requirements, SCHEMA_VERSION, SecretKey};
 use serde::Deserialize;
 
@@ -26,6 +25,8 @@ use crate::report::{Phase, Reporter};
 pub struct BuildOptions {
     /// The compose file.
     pub compose: PathBuf,
+    /// Profiles, env files and environment for reading it.
+    pub load: manifests::compose::LoadOptions,
     /// The secret key.
     pub secret_key: PathBuf,
     /// Human version.
@@ -107,6 +108,91 @@ struct RootFsDoc {
     diff_ids: Vec<String>,
 }
 
+/// Most files one bundled directory may hold.
+pub const MAX_TREE_FILES: usize = 10_000;
+/// Most bytes one bundled directory may hold.
+pub const MAX_TREE_BYTES: u64 = 256 << 20;
+
+/// Every regular file the stack bundles (relative path, path on disk), sorted; a mounted
+/// directory is walked. Refused: a symlink that leaves its tree, anything but regular files,
+/// directories and symlinks, a tree over [`MAX_TREE_FILES`] or [`MAX_TREE_BYTES`].
+///
+/// # Errors
+/// The first such problem, naming the file.
+pub fn check_sources(
+    compose: &Path,
+    stack: &manifests::compose::Prepared,
+) -> Result<Vec<(String, PathBuf)>, BundlerError> {
+    let base = match compose.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for rel in &stack.files {
+        let err = |file: &str, m: String| BundlerError::StackFile {
+            compose: compose.to_path_buf(),
+            file: file.to_string(),
+            source: std::io::Error::other(m),
+        };
+        let root = base.join(rel);
+        let meta = std::fs::metadata(&root)
+            .map_err(|source| BundlerError::StackFile { compose: compose.to_path_buf(), file: rel.clone(), source })?;
+        if meta.is_file() {
+            out.insert(rel.clone(), root);
+            continue;
+        }
+        if !meta.is_dir() {
+            return Err(err(rel, "not a regular file or directory (device files and sockets are not bundled)".into()));
+        }
+        let canonical_root = root.canonicalize().map_err(|e| err(rel, e.to_string()))?;
+        let (mut files, mut bytes) = (0usize, 0u64);
+        let mut stack_dirs = vec![root.clone()];
+        while let Some(dir) = stack_dirs.pop() {
+            let mut entries: Vec<_> = std::fs::read_dir(&dir)
+                .map_err(|e| err(rel, e.to_string()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| err(rel, e.to_string()))?;
+            entries.sort_by_key(std::fs::DirEntry::file_name);
+            for e in entries {
+                let path = e.path();
+                let inner = path.strip_prefix(&base).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+                let lmeta = std::fs::symlink_metadata(&path).map_err(|x| err(&inner, x.to_string()))?;
+                let meta = if lmeta.file_type().is_symlink() {
+                    let target = path.canonicalize().map_err(|x| err(&inner, format!("broken symlink: {x}")))?;
+                    if !target.starts_with(&canonical_root) {
+                        return Err(err(
+                            &inner,
+                            format!("a symlink to {} leaves the bundled directory `{rel}`", target.display()),
+                        ));
+                    }
+                    std::fs::metadata(&path).map_err(|x| err(&inner, x.to_string()))?
+                } else {
+                    lmeta
+                };
+                if meta.is_dir() {
+                    stack_dirs.push(path);
+                } else if meta.is_file() {
+                    files += 1;
+                    bytes += meta.len();
+                    if files > MAX_TREE_FILES || bytes > MAX_TREE_BYTES {
+                        return Err(err(
+                            rel,
+                            format!(
+                                "the directory holds more than {MAX_TREE_FILES} files or {} MiB",
+                                MAX_TREE_BYTES >> 20
+                            ),
+                        ));
+                    }
+                    out.insert(inner, path);
+                } else {
+                    return Err(err(&inner, "not a regular file (device files, sockets and pipes are not bundled)".into()));
+                }
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
 /// Read a secret key file.
 ///
 /// # Errors
@@ -134,11 +220,10 @@ pub async fn build<S: ImageSource>(
             Some(manifests::KeyRotation { new_key_id: new.key_id.to_string(), new_public_key: new.to_file_string() })
         }
     };
-    let compose_name = opts.compose.display().to_string();
     let compose_text = std::fs::read_to_string(&opts.compose)
         .map_err(|source| BundlerError::ComposeUnreadable { path: opts.compose.clone(), source })?;
-    let stack = ComposeFile::parse(&compose_text, &compose_name)?.normalize(&compose_name)?;
-    let base_dir = opts.compose.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let stack = manifests::compose::load(&opts.compose, &opts.load)?;
+    let stack_files = check_sources(&opts.compose, &stack)?;
     let output_dir = match opts.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -147,17 +232,10 @@ pub async fn build<S: ImageSource>(
     let mut entries: Vec<(Entry, Source)> = Vec::new();
     let compose_bytes = compose_text.into_bytes();
     entries.push(bytes_entry(COMPOSE, compose_bytes));
-    for rel in &stack.files {
-        let file = base_dir.join(rel);
+    for (rel, file) in stack_files {
         let stack_err = |source| BundlerError::StackFile { compose: opts.compose.clone(), file: rel.clone(), source };
-        let meta = std::fs::metadata(&file).map_err(stack_err)?;
-        if !meta.is_file() {
-            return Err(stack_err(std::io::Error::other(
-                "not a regular file (directories are not bundled; name each file)",
-            )));
-        }
         let (sha256, size) = manifests::digest::digest_file(&file).map_err(stack_err)?;
-        entries.push((Entry { path: layout::stack_file_path(rel), size, sha256 }, Source::File(file)));
+        entries.push((Entry { path: layout::stack_file_path(&rel), size, sha256 }, Source::File(file)));
     }
 
     let blob_dir = opts.cache_dir.join("blobs").join("sha256");
@@ -165,7 +243,7 @@ pub async fn build<S: ImageSource>(
 
     // Resolve every image (sorted, each once) and fetch its config.
     reporter.start(Phase::Resolve, 0);
-    let references: BTreeSet<&str> = stack.services.values().map(|s| s.image.as_str()).collect();
+    let references: BTreeSet<&str> = stack.images.iter().map(String::as_str).collect();
     let mut images = Vec::new();
     let mut fetched_while_resolving = 0;
     for reference in &references {
@@ -234,9 +312,7 @@ pub async fn build<S: ImageSource>(
         project: stack.project.clone(),
         entries: entries.iter().map(|(e, _)| e.clone()).collect(),
         images,
-        services: stack.services.clone(),
-        volumes: stack.volumes.clone(),
-        networks: stack.networks.clone(),
+        stack: stack.stack.clone(),
         migrations: stack.migrations.clone(),
         backup: stack.backup.clone(),
         variables: stack.variables.clone(),

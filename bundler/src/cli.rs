@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Create a signing key pair (minisign format).
     Keygen(KeygenArgs),
+    /// Check a compose file without a registry: every problem in one run.
+    Check(CheckArgs),
     /// Build a signed bundle from a compose file.
     Build(BuildArgs),
     /// Show what a bundle contains.
@@ -58,12 +60,35 @@ pub struct KeygenArgs {
     pub force: bool,
 }
 
+/// The compose file and how to read it (shared by `check` and `build`).
+#[derive(Debug, Args)]
+pub struct ComposeArgs {
+    /// The compose file.
+    #[arg(short = 'f', long = "file", default_value = "compose.yaml", value_hint = ValueHint::FilePath)]
+    pub compose: PathBuf,
+    /// Activate a compose profile: its services go into the bundle. Repeatable.
+    #[arg(long = "profile")]
+    pub profiles: Vec<String>,
+    /// An env file for bundle-time values (image tags, pinned variables), read after the `.env`
+    /// next to the compose file; the environment wins over both. Repeatable.
+    #[arg(long = "env-file", value_hint = ValueHint::FilePath)]
+    pub env_files: Vec<PathBuf>,
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The compose file.
+    #[command(flatten)]
+    pub compose: ComposeArgs,
+}
+
 /// `build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// The compose file.
-    #[arg(short = 'f', long = "file", default_value = "compose.yaml", value_hint = ValueHint::FilePath)]
-    pub compose: PathBuf,
+    #[command(flatten)]
+    pub compose: ComposeArgs,
     /// The secret key that signs the bundle.
     #[arg(long, env = "BUNDLER_KEY", value_hint = ValueHint::FilePath)]
     pub key: PathBuf,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use manifests::exit::io_exit;
 use manifests::signature::SignatureError;
-use manifests::spec::SpecError;
+use manifests::compose::Problems;
 use manifests::{BundleError, Diagnose, Exit};
 
 use crate::archive::ArchiveError;
@@ -24,7 +24,7 @@ pub enum BundlerError {
     },
     /// The compose file is wrong.
     #[error(transparent)]
-    Spec(#[from] SpecError),
+    Spec(#[from] Problems),
     /// A file the compose file references is missing.
     #[error("{compose}: `{file}` is referenced but cannot be read: {source}")]
     StackFile {
@@ -136,13 +136,9 @@ impl Diagnose for BundlerError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             BundlerError::ComposeUnreadable { .. } => "pass the compose file with -f (default: ./compose.yaml)".into(),
-            BundlerError::Spec(SpecError::Parse { message, .. }) if message.contains("unsupported key") => format!(
-                "the bundle supports these service keys: {}; see docs/compose-subset.md",
-                manifests::spec::SUPPORTED_SERVICE_KEYS.join(", ")
-            ),
-            BundlerError::Spec(_) => "fix the compose file; the supported subset is in docs/compose-subset.md".into(),
+            BundlerError::Spec(_) => "fix each problem above (each has its own hint); docs/compose-subset.md lists what a bundle carries".into(),
             BundlerError::StackFile { .. } => {
-                "config files are bundled from paths relative to the compose file; check that the file exists".into()
+                "files and directories next to the compose file are bundled as regular files; replace the symlink or special file, or mount it from an absolute host path".into()
             }
             BundlerError::KeyUnreadable { .. } => {
                 "create a key pair with `bundler keygen --secret-key FILE --public-key FILE`, or check the path".into()

@@ -37,7 +37,7 @@ pub struct Inspection {
     pub migrations: Vec<String>,
     /// Backup job.
     pub backup: Option<String>,
-    /// Operator variables (names; secrets flagged).
+    /// Site variables the operator supplies: `NAME (required|optional|default `x`[, secret])[: description]`.
     pub variables: Vec<String>,
     /// Bundle file size.
     pub total_size: u64,
@@ -104,13 +104,22 @@ pub fn summarize(m: &Manifest, signature_checked: bool, total_size: u64) -> Insp
                 size: i.size(),
             })
             .collect(),
-        start_order: start_order(&m.services).unwrap_or_default(),
+        start_order: start_order(&manifests::compose::probe(m).services).unwrap_or_default(),
         migrations: m.migrations.clone(),
         backup: m.backup.clone(),
         variables: m
             .variables
             .iter()
-            .map(|(k, v)| if v.secret { format!("{k} (secret)") } else { k.clone() })
+            .map(|(k, v)| {
+                let what = match (&v.default, v.optional) {
+                    (Some(d), _) if !v.secret => format!("default `{d}`"),
+                    (_, true) => "optional".to_string(),
+                    _ => "required".to_string(),
+                };
+                let secret = if v.secret { ", secret" } else { "" };
+                let desc = v.description.as_ref().map(|d| format!(": {d}")).unwrap_or_default();
+                format!("{k} ({what}{secret}){desc}")
+            })
             .collect(),
         total_size,
         entries: m.entries.len() + 2,

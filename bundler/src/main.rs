@@ -77,6 +77,39 @@ fn run(cli: Cli) -> Result<(), BundlerError> {
             }
             Ok(())
         }
+        Command::Check(a) => {
+            let prepared = manifests::compose::load(&a.compose.compose, &load_options(&a.compose))?;
+            bundler::build::check_sources(&a.compose.compose, &prepared)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "checked", "file": a.compose.compose, "project": prepared.project,
+                        "services": prepared.probe.services.keys().collect::<Vec<_>>(), "images": prepared.images,
+                        "pinned": prepared.pinned, "variables": prepared.variables, "files": prepared.files})
+                );
+            } else {
+                eprintln!(
+                    "ok: {} ({} services, {} images, {} bundled paths)",
+                    a.compose.compose.display(),
+                    prepared.probe.services.len(),
+                    prepared.images.len(),
+                    prepared.files.len()
+                );
+                for (k, v) in &prepared.pinned {
+                    eprintln!("  pinned   {k}={v}");
+                }
+                for (k, v) in &prepared.variables {
+                    let what = match (&v.default, v.optional) {
+                        (Some(d), _) => format!("default `{d}`"),
+                        (None, true) => "optional".into(),
+                        (None, false) => "required".into(),
+                    };
+                    let secret = if v.secret { ", secret" } else { "" };
+                    eprintln!("  site     {k} ({what}{secret})");
+                }
+            }
+            Ok(())
+        }
         Command::Build(a) => {
             let created = match std::env::var("SOURCE_DATE_EPOCH") {
                 Ok(v) => v
@@ -86,7 +119,8 @@ fn run(cli: Cli) -> Result<(), BundlerError> {
                 Err(_) => manifests::time::now(),
             };
             let opts = BuildOptions {
-                compose: a.compose,
+                load: load_options(&a.compose),
+                compose: a.compose.compose,
                 secret_key: a.key,
                 version: a.version,
                 release: a.release,
@@ -170,6 +204,14 @@ fn run(cli: Cli) -> Result<(), BundlerError> {
     }
 }
 
+fn load_options(a: &cli::ComposeArgs) -> manifests::compose::LoadOptions {
+    manifests::compose::LoadOptions {
+        profiles: a.profiles.clone(),
+        env_files: a.env_files.clone(),
+        environment: std::env::vars().collect(),
+    }
+}
+
 fn default_cache_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(x).join("bundler");
@@ -208,7 +250,10 @@ fn print_inspection(i: &bundler::inspect::Inspection) {
         println!("backup     {b}");
     }
     if !i.variables.is_empty() {
-        println!("variables  {}", i.variables.join(", "));
+        println!("site variables");
+        for v in &i.variables {
+            println!("  {v}");
+        }
     }
     println!("total      {} in {} entries", human_bytes(i.total_size), i.entries);
 }

@@ -295,11 +295,11 @@ async fn apply_signed<E: Engine>(
     check_ownership(&manifest, state, &host, opts.adopt)?;
     let saved = state.values()?;
     let values = values::resolve(&manifest, opts.values_file.as_deref(), &saved, &|k| std::env::var(k).ok())?;
-    let files_dir = state.files_dir(manifest.release);
     let digests = file_digests(&manifest);
-    let the_plan =
-        plan::plan(&manifest, &host, &values, &files_dir, &digests, true).map_err(InstallError::Preflight)?;
+    let the_plan = plan::plan(&manifest, &host, &values, &state.paths(manifest.release), &digests, true)
+        .map_err(InstallError::Preflight)?;
     run_preflight(reporter, &manifest, &the_plan, &info, state, &host)?;
+    check_external(engine, &the_plan).await?;
 
     // Nothing on the host has changed so far. From here on, every step is journaled.
     let mut journal = state.journal()?;
@@ -361,19 +361,21 @@ async fn converge<E: Engine>(
 ) -> Result<Outcome, InstallError> {
     let (engine, reporter, state, manifest) = (ctx.engine, ctx.reporter, ctx.state, ctx.manifest);
     ctx.record("resources", StepStatus::Started)?;
-    for n in &manifest.networks {
+    // External networks and volumes belong to someone else: checked before any change, never
+    // created or removed here.
+    for n in the_plan.stack.networks.iter().filter(|n| !n.external) {
         let labels = BTreeMap::from([
             (labels::PROJECT.to_string(), manifest.project.clone()),
-            (labels::NETWORK.to_string(), n.clone()),
+            (labels::NETWORK.to_string(), n.key.clone()),
         ]);
-        engine.ensure_network(&plan::scoped(&manifest.project, n), &labels).await?;
+        engine.ensure_network(n, &labels).await?;
     }
-    for v in &manifest.volumes {
+    for v in the_plan.stack.volumes.iter().filter(|v| !v.external) {
         let labels = BTreeMap::from([
             (labels::PROJECT.to_string(), manifest.project.clone()),
-            (labels::VOLUME.to_string(), v.clone()),
+            (labels::VOLUME.to_string(), v.key.clone()),
         ]);
-        engine.ensure_volume(&plan::scoped(&manifest.project, v), &labels).await?;
+        engine.ensure_volume(v, &labels).await?;
     }
     ctx.record("resources", StepStatus::Done)?;
 
@@ -411,7 +413,7 @@ async fn converge<E: Engine>(
                     InstalledService {
                         container: sp.container.clone(),
                         config_hash: sp.config_hash.clone(),
-                        image: manifest.services[&sp.name].image.clone(),
+                        image: sp.spec.image.clone(),
                         one_shot: sp.gate == Gate::Completed,
                     },
                 )
@@ -647,7 +649,7 @@ async fn run_service<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan, host: &HostS
                 },
             );
             if let Some(old) = ctx.engine.container(&sp.container).await? {
-                set_aside(ctx, &old, &sp.container).await?;
+                set_aside(ctx, &old, &sp.container, sp.spec.runtime.stop_grace_period_ms).await?;
             }
             let id = create_and_start(ctx, sp).await?;
             wait_gate(ctx, sp, &id).await.inspect_err(|_| {
@@ -659,17 +661,72 @@ async fn run_service<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan, host: &HostS
     }
 }
 
+/// Site data directories (created, never removed) and files holding site values that secrets
+/// and configs mount (0444 inside a 0700 directory, written to a temp file and renamed).
+fn prepare_host_paths(spec: &crate::engine::ContainerSpec) -> Result<(), InstallError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| InstallError::Docker { action: String::new(), message: format!("{}: {e}", path.display()) }
+    };
+    for dir in &spec.site_dirs {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    for (file, value) in &spec.value_files {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+        std::io::Write::write_all(&mut tmp, value.as_bytes()).map_err(io(file))?;
+        tmp.as_file().sync_all().map_err(io(file))?;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o444)).map_err(io(file))?;
+        tmp.persist(file).map_err(|e| io(file)(e.error))?;
+    }
+    Ok(())
+}
+
+/// Every `external` network and volume must exist before anything changes.
+async fn check_external<E: Engine>(engine: &E, the_plan: &Plan) -> Result<(), InstallError> {
+    let mut missing = Vec::new();
+    for n in the_plan.stack.networks.iter().filter(|n| n.external) {
+        if !engine.network_exists(&n.name).await? {
+            missing.push(format!("network `{}`", n.name));
+        }
+    }
+    for v in the_plan.stack.volumes.iter().filter(|v| v.external) {
+        if !engine.volume_exists(&v.name).await? {
+            missing.push(format!("volume `{}`", v.name));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(InstallError::Preflight(format!(
+            "the stack uses {} that must exist already (declared `external`), and Docker does not have {}; nothing was changed",
+            missing.join(", "),
+            if missing.len() == 1 { "it" } else { "them" }
+        )))
+    }
+}
+
 /// Stop the current container and keep it under another name until the new release is healthy.
 /// If a container is already set aside, an earlier apply failed or was interrupted after
 /// replacing this service: the set-aside one is the last good release, so it is kept and the
 /// current one (from the failed attempt) is removed.
-async fn set_aside<E: Engine>(ctx: &Ctx<'_, E>, current: &ContainerState, name: &str) -> Result<(), InstallError> {
+async fn set_aside<E: Engine>(
+    ctx: &Ctx<'_, E>,
+    current: &ContainerState,
+    name: &str,
+    grace_ms: Option<u64>,
+) -> Result<(), InstallError> {
     let previous = previous_name(name);
+    // The service's `stop_grace_period` (compose's default: 10 s).
+    let grace = grace_ms.map_or(10, |ms| i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX));
     if ctx.engine.container(&previous).await?.is_some() {
-        ctx.engine.stop(&current.id, 10).await?;
+        ctx.engine.stop(&current.id, grace).await?;
         return ctx.engine.remove(&current.id).await;
     }
-    ctx.engine.stop(&current.id, 10).await?;
+    ctx.engine.stop(&current.id, grace).await?;
     ctx.engine.rename(&current.id, &previous).await
 }
 
@@ -681,6 +738,7 @@ async fn create_and_start<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan) -> Resu
         }
         other => other,
     };
+    prepare_host_paths(&sp.spec).map_err(|e| named(e, "prepare the host paths of"))?;
     let id = ctx.engine.create(&sp.spec).await.map_err(|e| named(e, "create"))?;
     if let Err(e) = ctx.engine.start(&id).await {
         let _ = ctx.engine.remove(&id).await;
@@ -841,7 +899,7 @@ pub async fn plan_only<E: Engine>(opts: &ApplyOptions, engine: &E) -> Result<Pla
     check_ownership(&manifest, &state, &host, opts.adopt)?;
     let values = values::resolve(&manifest, opts.values_file.as_deref(), &state.values()?, &|k| std::env::var(k).ok())?;
     let plan =
-        plan::plan(&manifest, &host, &values, &state.files_dir(manifest.release), &file_digests(&manifest), true)
+        plan::plan(&manifest, &host, &values, &state.paths(manifest.release), &file_digests(&manifest), true)
             .map_err(InstallError::Preflight)?;
     let mut preflight = preflight::check_host(&manifest, &plan, &info, state.root());
     preflight.checks.push(preflight::ports_line(&plan, &host));
@@ -952,7 +1010,7 @@ pub async fn rollback_on_demand<E: Engine>(
         let info = engine.info().await?;
         let host = host_state(engine, &manifest, &state).await?;
         let the_plan =
-            plan::plan(&manifest, &host, &values, &state.files_dir(manifest.release), &file_digests(&manifest), true)
+            plan::plan(&manifest, &host, &values, &state.paths(manifest.release), &file_digests(&manifest), true)
                 .map_err(InstallError::Preflight)?;
         if let Some(missing) = the_plan.load.images.iter().find(|i| i.action == ImageAction::Load) {
             return Err(InstallError::Policy(format!(

@@ -10,8 +10,9 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig, HealthStatusEnum,
+    HostConfig, HostConfigLogConfig, Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ImportImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -21,7 +22,7 @@ use bollard::query_parameters::{
 };
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use manifests::Digest;
+use manifests::{Digest, NetworkDef, VolumeDef};
 use tokio::sync::mpsc;
 
 use crate::engine::{ContainerSpec, ContainerState, Engine, EngineInfo, Health, ImageRemoval};
@@ -45,6 +46,15 @@ impl DockerEngine {
             .with_timeout(Duration::from_secs(3600));
         Ok(Self { docker })
     }
+}
+
+/// `host[:container[:permissions]]` as Docker's device mapping.
+fn device(spec: &str) -> DeviceMapping {
+    let mut parts = spec.splitn(3, ':');
+    let host = parts.next().unwrap_or_default().to_string();
+    let container = parts.next().filter(|s| !s.is_empty()).map_or_else(|| host.clone(), str::to_string);
+    let perms = parts.next().filter(|s| !s.is_empty()).unwrap_or("rwm").to_string();
+    DeviceMapping { path_on_host: Some(host), path_in_container: Some(container), cgroup_permissions: Some(perms) }
 }
 
 fn classify(action: &str) -> impl Fn(BollardError) -> InstallError + '_ {
@@ -186,7 +196,24 @@ impl Engine for DockerEngine {
         }
     }
 
-    async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
+    async fn network_exists(&self, name: &str) -> Result<bool, InstallError> {
+        match self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(classify(&format!("inspect network {name}"))(e)),
+        }
+    }
+
+    async fn volume_exists(&self, name: &str) -> Result<bool, InstallError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(classify(&format!("inspect volume {name}"))(e)),
+        }
+    }
+
+    async fn ensure_network(&self, def: &NetworkDef, labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
+        let name = def.name.as_str();
         // Docker allows two networks of one name; an apply killed while its create request was
         // in flight can leave a twin. Keep one (removing twins that have no containers).
         let filters = HashMap::from([("name", vec![name.to_string()])]);
@@ -209,8 +236,23 @@ impl Engine for DockerEngine {
         self.docker
             .create_network(NetworkCreateRequest {
                 name: name.to_string(),
-                driver: Some("bridge".into()),
-                labels: Some(labels.clone().into_iter().collect()),
+                driver: Some(def.driver.clone().unwrap_or_else(|| "bridge".into())),
+                internal: def.internal.then_some(true),
+                options: (!def.driver_opts.is_empty()).then(|| def.driver_opts.clone().into_iter().collect()),
+                ipam: (!def.subnets.is_empty()).then(|| Ipam {
+                    config: Some(
+                        def.subnets
+                            .iter()
+                            .map(|(subnet, gateway)| IpamConfig {
+                                subnet: Some(subnet.clone()),
+                                gateway: gateway.clone(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                    ..Default::default()
+                }),
+                labels: Some(labels.clone().into_iter().chain(def.labels.clone()).collect()),
                 ..Default::default()
             })
             .await
@@ -218,7 +260,8 @@ impl Engine for DockerEngine {
             .map_err(classify(&format!("create network {name}")))
     }
 
-    async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
+    async fn ensure_volume(&self, def: &VolumeDef, labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
+        let name = def.name.as_str();
         match self.docker.inspect_volume(name).await {
             Ok(_) => return Ok(()),
             Err(e) if is_not_found(&e) => {}
@@ -227,7 +270,9 @@ impl Engine for DockerEngine {
         self.docker
             .create_volume(VolumeCreateRequest {
                 name: Some(name.to_string()),
-                labels: Some(labels.clone().into_iter().collect()),
+                driver: def.driver.clone(),
+                driver_opts: (!def.driver_opts.is_empty()).then(|| def.driver_opts.clone().into_iter().collect()),
+                labels: Some(labels.clone().into_iter().chain(def.labels.clone()).collect()),
                 ..Default::default()
             })
             .await
@@ -295,18 +340,25 @@ impl Engine for DockerEngine {
                 .get_or_insert_with(Vec::new)
                 .push(PortBinding { host_ip: Some(p.host_ip.clone()), host_port: Some(p.host_port.to_string()) });
         }
+        let rt = &spec.runtime;
+        exposed.extend(rt.expose.iter().filter(|e| !exposed.contains(e)).cloned().collect::<Vec<_>>());
         let healthcheck = spec.healthcheck.as_ref().map(|h| HealthConfig {
             test: if h.test.is_empty() { None } else { Some(h.test.clone()) },
             interval: nanos(h.interval_ms),
             timeout: nanos(h.timeout_ms),
             retries: h.retries.map(i64::from),
             start_period: nanos(h.start_period_ms),
-            ..Default::default()
+            start_interval: nanos(h.start_interval_ms),
         });
         let mut endpoints = HashMap::new();
         for (net, aliases) in &spec.networks {
-            endpoints.insert(net.clone(), EndpointSettings { aliases: Some(aliases.clone()), ..Default::default() });
+            let ipam_config = rt
+                .network_ipv4
+                .get(net)
+                .map(|ip| EndpointIpamConfig { ipv4_address: Some(ip.clone()), ..Default::default() });
+            endpoints.insert(net.clone(), EndpointSettings { aliases: Some(aliases.clone()), ipam_config, ..Default::default() });
         }
+        let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         // Docker 20.10 attaches only one network at create time; the rest are connected after.
         let first: Option<(String, EndpointSettings)> =
             spec.networks.first().and_then(|(n, _)| endpoints.remove(n).map(|e| (n.clone(), e)));
@@ -320,8 +372,15 @@ impl Engine for DockerEngine {
             healthcheck,
             user: spec.user.clone(),
             working_dir: spec.working_dir.clone(),
+            hostname: rt.hostname.clone(),
+            domainname: rt.domainname.clone(),
+            stop_signal: rt.stop_signal.clone(),
+            stop_timeout: rt.stop_grace_period_ms.map(|ms| i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX)),
+            tty: rt.tty.then_some(true),
+            open_stdin: rt.stdin_open.then_some(true),
             host_config: Some(HostConfig {
                 binds: Some(spec.binds.clone()),
+                tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone().into_iter().collect()),
                 port_bindings: if port_bindings.is_empty() { None } else { Some(port_bindings) },
                 restart_policy: restart_policy(spec.restart.as_deref()),
                 nano_cpus: spec.limits.as_ref().and_then(|l| l.nano_cpus),
@@ -330,7 +389,43 @@ impl Engine for DockerEngine {
                     typ: Some(l.driver.clone()),
                     config: Some(l.options.clone().into_iter().collect()),
                 }),
-                network_mode: first.as_ref().map(|(n, _)| n.clone()),
+                network_mode: rt.network_mode.clone().or_else(|| first.as_ref().map(|(n, _)| n.clone())),
+                init: rt.init,
+                readonly_rootfs: rt.read_only.then_some(true),
+                privileged: rt.privileged.then_some(true),
+                security_opt: some_vec(&rt.security_opt),
+                cap_add: some_vec(&rt.cap_add),
+                cap_drop: some_vec(&rt.cap_drop),
+                group_add: some_vec(&rt.group_add),
+                dns: some_vec(&rt.dns),
+                dns_search: some_vec(&rt.dns_search),
+                dns_options: some_vec(&rt.dns_opt),
+                extra_hosts: some_vec(&rt.extra_hosts),
+                links: some_vec(&rt.links),
+                volumes_from: some_vec(&rt.volumes_from),
+                devices: (!rt.devices.is_empty()).then(|| rt.devices.iter().map(|d| device(d)).collect()),
+                ulimits: (!rt.ulimits.is_empty()).then(|| {
+                    rt.ulimits
+                        .iter()
+                        .map(|(name, u)| ResourcesUlimits { name: Some(name.clone()), soft: Some(u.soft), hard: Some(u.hard) })
+                        .collect()
+                }),
+                shm_size: rt.shm_size,
+                pids_limit: rt.pids_limit,
+                sysctls: (!rt.sysctls.is_empty()).then(|| rt.sysctls.clone().into_iter().collect()),
+                ipc_mode: rt.ipc.clone(),
+                pid_mode: rt.pid.clone(),
+                uts_mode: rt.uts.clone(),
+                userns_mode: rt.userns_mode.clone(),
+                cgroup_parent: rt.cgroup_parent.clone(),
+                runtime: rt.runtime.clone(),
+                memory_reservation: rt.mem_reservation,
+                memory_swap: rt.memswap_limit,
+                memory_swappiness: rt.mem_swappiness,
+                oom_kill_disable: rt.oom_kill_disable,
+                oom_score_adj: rt.oom_score_adj,
+                cpu_shares: rt.cpu_shares,
+                cpuset_cpus: rt.cpuset.clone(),
                 ..Default::default()
             }),
             networking_config: first.map(|(n, e)| NetworkingConfig { endpoints_config: Some(HashMap::from([(n, e)])) }),

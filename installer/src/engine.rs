@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use manifests::{Digest, HealthcheckDef, LimitsDef, LoggingDef, PortMapping};
+use manifests::{Digest, HealthcheckDef, LimitsDef, LoggingDef, NetworkDef, PortMapping, RuntimeDef, VolumeDef};
 use tokio::sync::mpsc;
 
 use crate::error::InstallError;
@@ -59,6 +59,14 @@ pub struct ContainerSpec {
     pub limits: Option<LimitsDef>,
     /// Logging.
     pub logging: Option<LoggingDef>,
+    /// tmpfs mounts: container path -> Docker's options (`size=...,mode=...`).
+    pub tmpfs: BTreeMap<String, String>,
+    /// Everything else compose sets (other services already named by their containers).
+    pub runtime: RuntimeDef,
+    /// Site data directories to create before the container (never removed).
+    pub site_dirs: Vec<std::path::PathBuf>,
+    /// Files holding site values (secrets/configs from `environment:`) to write first.
+    pub value_files: Vec<(std::path::PathBuf, String)>,
 }
 
 /// Health as Docker reports it.
@@ -130,10 +138,14 @@ pub trait Engine {
     /// Remove an image by ID, never forced: the engine refuses while a container uses it or
     /// more than one reference tags it.
     async fn remove_image(&self, image_id: &Digest) -> Result<ImageRemoval, InstallError>;
-    /// Create a network if missing.
-    async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), InstallError>;
-    /// Create a volume if missing (volumes are never removed).
-    async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), InstallError>;
+    /// Create a network if missing, with the stack's options.
+    async fn ensure_network(&self, def: &NetworkDef, labels: &BTreeMap<String, String>) -> Result<(), InstallError>;
+    /// Create a volume if missing (volumes are never removed), with the stack's options.
+    async fn ensure_volume(&self, def: &VolumeDef, labels: &BTreeMap<String, String>) -> Result<(), InstallError>;
+    /// Whether a network of this name exists (for `external` networks).
+    async fn network_exists(&self, name: &str) -> Result<bool, InstallError>;
+    /// Whether a volume of this name exists (for `external` volumes).
+    async fn volume_exists(&self, name: &str) -> Result<bool, InstallError>;
     /// A container by name.
     async fn container(&self, name: &str) -> Result<Option<ContainerState>, InstallError>;
     /// Every container with the compose project label.

@@ -2,8 +2,9 @@
 //! so `installer plan` can print it and tests can check it without Docker.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use manifests::compose::Resolved;
 use manifests::order::waves;
 use manifests::{Condition, Digest, Manifest, MountKind, ServiceDef};
 use serde::Serialize;
@@ -126,6 +127,21 @@ pub struct Plan {
     pub volumes: Vec<String>,
     /// Services by wave.
     pub waves: Vec<Vec<ServicePlan>>,
+    /// The stack with the site's values filled in.
+    #[serde(skip)]
+    pub stack: Resolved,
+}
+
+/// Where a release's host-side files live.
+#[derive(Debug, Clone)]
+pub struct HostPaths {
+    /// The bundled config files and directories of the release.
+    pub files: PathBuf,
+    /// The site data directory: runtime directories the stack mounts (`./data`), kept across
+    /// releases and never removed by the installer.
+    pub data: PathBuf,
+    /// Files holding site values that secrets and configs mount (0444 in a 0700 directory).
+    pub values: PathBuf,
 }
 
 /// What the host has, as far as the plan needs.
@@ -156,21 +172,24 @@ pub fn scoped(project: &str, name: &str) -> String {
 /// Compute the plan.
 ///
 /// # Errors
-/// A variable with no value (should not happen after values::resolve), or a cycle (the bundler
-/// refuses those; a hand-made manifest might not).
+/// A site value that makes a field invalid (every one, naming the field and the variable), or
+/// a cycle (the bundler refuses those; a hand-made manifest might not).
 pub fn plan(
     manifest: &Manifest,
     host: &HostState,
     values: &BTreeMap<String, String>,
-    files_dir: &Path,
+    paths: &HostPaths,
     file_digests: &BTreeMap<String, Digest>,
     skip_present_layers: bool,
 ) -> Result<Plan, String> {
+    let stack = manifests::compose::resolve(manifest, values).map_err(|p| {
+        format!("{p}the site's values do not fit the stack; nothing was changed")
+    })?;
     let load = plan_load(manifest, &host.image_ids, &host.chain_ids, skip_present_layers);
     let project = &manifest.project;
     // Jobs: migrations, backup, and anything another service waits to complete.
     let mut graph: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (name, def) in &manifest.services {
+    for (name, def) in &stack.services {
         let mut deps: Vec<&str> = def.depends_on.keys().map(String::as_str).collect();
         // The backup runs before every migration.
         if let Some(backup) = &manifest.backup
@@ -182,7 +201,7 @@ pub fn plan(
         graph.insert(name.as_str(), deps);
     }
     let order = waves(&graph).map_err(|e| e.to_string())?;
-    let awaited_completion: BTreeSet<&str> = manifest
+    let awaited_completion: BTreeSet<&str> = stack
         .services
         .values()
         .flat_map(|d| {
@@ -193,7 +212,7 @@ pub fn plan(
     for wave in order {
         let mut plans = Vec::new();
         for name in wave {
-            let def = &manifest.services[&name];
+            let def = &stack.services[&name];
             let kind = if manifest.migrations.contains(&name) {
                 Kind::Migration
             } else if manifest.backup.as_deref() == Some(name.as_str()) {
@@ -204,8 +223,8 @@ pub fn plan(
                 Kind::Service
             };
             let image_id = manifest.image(&def.image).map(|i| i.config.digest);
-            let mut spec = container_spec(manifest, &name, def, values, files_dir)?;
-            let (config_hash, parts) = config_hash(manifest, def, values, image_id, file_digests);
+            let mut spec = container_spec(manifest, &stack, &name, def, values, paths)?;
+            let (config_hash, parts) = config_hash(manifest, def, image_id, file_digests);
             spec.labels.insert(labels::CONFIG_HASH.into(), config_hash.clone());
             spec.labels.insert(labels::CONFIG_PARTS.into(), parts.clone());
             let container = container_name(project, &name);
@@ -245,53 +264,72 @@ pub fn plan(
         release: manifest.release,
         version: manifest.version.clone(),
         load,
-        networks: manifest.networks.iter().map(|n| scoped(project, n)).collect(),
-        volumes: manifest.volumes.iter().map(|v| scoped(project, v)).collect(),
+        networks: stack.networks.iter().map(|n| n.name.clone()).collect(),
+        volumes: stack.volumes.iter().map(|v| v.name.clone()).collect(),
         waves: out_waves,
+        stack,
     })
 }
 
-/// The environment of a service: env files, then `environment` with `${VAR}` substituted.
+/// The environment of a service: env files, then `environment` (already filled in).
 ///
 /// # Errors
-/// A missing variable value.
-pub fn environment(
-    def: &ServiceDef,
-    values: &BTreeMap<String, String>,
-    files_dir: &Path,
-) -> Result<BTreeMap<String, String>, String> {
+/// An env file that is not `NAME=value` lines.
+pub fn environment(def: &ServiceDef, files_dir: &Path) -> Result<BTreeMap<String, String>, String> {
     let mut env = BTreeMap::new();
     for f in &def.env_file {
         let text = std::fs::read_to_string(files_dir.join(f)).unwrap_or_default();
         env.extend(crate::values::parse_env(&text).map_err(|e| format!("env file {f}: {e}"))?);
     }
-    for (k, v) in &def.environment {
-        env.insert(k.clone(), manifests::spec::substitute(v, values)?);
-    }
+    env.extend(def.environment.clone());
     Ok(env)
 }
 
 fn container_spec(
     manifest: &Manifest,
+    stack: &Resolved,
     name: &str,
     def: &ServiceDef,
     values: &BTreeMap<String, String>,
-    files_dir: &Path,
+    paths: &HostPaths,
 ) -> Result<ContainerSpec, String> {
     let project = &manifest.project;
-    let env = environment(def, values, files_dir)?;
-    let binds = def
-        .volumes
-        .iter()
-        .map(|m| {
-            let source = match m.kind {
-                MountKind::Volume => scoped(project, &m.source),
-                MountKind::Bind if m.source.starts_with('/') => m.source.clone(),
-                MountKind::Bind => files_dir.join(&m.source).display().to_string(),
-            };
-            if m.read_only { format!("{source}:{}:ro", m.target) } else { format!("{source}:{}", m.target) }
-        })
-        .collect();
+    let env = environment(def, &paths.files)?;
+    let mut binds = Vec::new();
+    let mut tmpfs = BTreeMap::new();
+    let mut site_dirs = Vec::new();
+    let mut value_files = Vec::new();
+    for m in &def.volumes {
+        let source = match m.kind {
+            MountKind::Volume => stack.volume_name(&m.source).map_or_else(|| scoped(project, &m.source), str::to_string),
+            MountKind::Bind if m.source.starts_with('/') => m.source.clone(),
+            MountKind::Bind => paths.files.join(&m.source).display().to_string(),
+            MountKind::SiteData => {
+                let dir = paths.data.join(&m.source);
+                site_dirs.push(dir.clone());
+                dir.display().to_string()
+            }
+            MountKind::Value => {
+                let file = paths.values.join(&m.source);
+                value_files.push((file.clone(), values.get(&m.source).cloned().unwrap_or_default()));
+                file.display().to_string()
+            }
+            MountKind::Tmpfs => {
+                tmpfs.insert(m.target.clone(), m.options.join(","));
+                continue;
+            }
+        };
+        let mut opts: Vec<&str> = Vec::new();
+        if m.read_only {
+            opts.push("ro");
+        }
+        opts.extend(m.options.iter().map(String::as_str));
+        if opts.is_empty() {
+            binds.push(format!("{source}:{}", m.target));
+        } else {
+            binds.push(format!("{source}:{}:{}", m.target, opts.join(",")));
+        }
+    }
     let mut labels_map = def.labels.clone();
     labels_map.insert(labels::PROJECT.into(), project.clone());
     labels_map.insert(labels::SERVICE.into(), name.to_string());
@@ -299,9 +337,9 @@ fn container_spec(
     labels_map.insert(labels::ONEOFF.into(), "False".into());
     labels_map.insert(labels::RELEASE.into(), manifest.release.to_string());
     labels_map.insert(labels::PRODUCT.into(), manifest.product.clone());
-    if !def.ports.is_empty() {
-        let ports: Vec<String> = def.ports.iter().map(|p| p.host_port.to_string()).collect();
-        labels_map.insert(labels::PORTS.into(), ports.join(","));
+    let fixed_ports: Vec<String> = def.ports.iter().filter(|p| p.host_port != 0).map(|p| p.host_port.to_string()).collect();
+    if !fixed_ports.is_empty() {
+        labels_map.insert(labels::PORTS.into(), fixed_ports.join(","));
     }
     let networks = def
         .networks
@@ -309,8 +347,36 @@ fn container_spec(
         .map(|(n, aliases)| {
             let mut a = vec![name.to_string()];
             a.extend(aliases.iter().cloned());
-            (scoped(project, n), a)
+            (stack.network_name(n).map_or_else(|| scoped(project, n), str::to_string), a)
         })
+        .collect();
+    // Other services are named by their containers.
+    let mut runtime = def.runtime.clone();
+    if let Some(mode) = &runtime.network_mode
+        && let Some(svc) = mode.strip_prefix("service:")
+    {
+        runtime.network_mode = Some(format!("container:{}", container_name(project, svc)));
+    }
+    runtime.links = runtime
+        .links
+        .iter()
+        .map(|l| {
+            let (svc, alias) = l.split_once(':').unwrap_or((l, l));
+            format!("{}:{alias}", container_name(project, svc))
+        })
+        .collect();
+    runtime.volumes_from = runtime
+        .volumes_from
+        .iter()
+        .map(|l| match l.split_once(':') {
+            Some((svc, mode)) => format!("{}:{mode}", container_name(project, svc)),
+            None => container_name(project, l),
+        })
+        .collect();
+    runtime.network_ipv4 = runtime
+        .network_ipv4
+        .iter()
+        .map(|(n, ip)| (stack.network_name(n).map_or_else(|| scoped(project, n), str::to_string), ip.clone()))
         .collect();
     Ok(ContainerSpec {
         name: container_name(project, name),
@@ -328,6 +394,10 @@ fn container_spec(
         working_dir: def.working_dir.clone(),
         limits: def.limits.clone(),
         logging: def.logging.clone(),
+        tmpfs,
+        runtime,
+        site_dirs,
+        value_files,
     })
 }
 
@@ -356,10 +426,6 @@ fn what_changed(existing: &ContainerState, parts: &str, reference: &str) -> Stri
     }
 }
 
-fn substituted_environment<'a>(def: &'a ServiceDef, values: &BTreeMap<String, String>) -> BTreeMap<&'a String, String> {
-    def.environment.iter().map(|(k, v)| (k, manifests::spec::substitute(v, values).unwrap_or_default())).collect()
-}
-
 fn mounted_file_digests<'a>(
     def: &'a ServiceDef,
     file_digests: &'a BTreeMap<String, Digest>,
@@ -367,7 +433,12 @@ fn mounted_file_digests<'a>(
     def.volumes
         .iter()
         .filter(|m| m.kind == MountKind::Bind && !m.source.starts_with('/'))
-        .map(|m| &m.source)
+        // A bundled directory: every file under it.
+        .flat_map(|m| {
+            let prefix = format!("{}/", m.source);
+            std::iter::once(&m.source)
+                .chain(file_digests.keys().filter(move |k| k.starts_with(&prefix)))
+        })
         .chain(def.env_file.iter())
         .map(|f| (f, file_digests.get(f)))
         .collect()
@@ -383,11 +454,10 @@ fn mounted_file_digests<'a>(
 pub fn config_hash(
     manifest: &Manifest,
     def: &ServiceDef,
-    values: &BTreeMap<String, String>,
     image_id: Option<Digest>,
     file_digests: &BTreeMap<String, Digest>,
 ) -> (String, String) {
-    let env = substituted_environment(def, values);
+    let env = &def.environment;
     let files = mounted_file_digests(def, file_digests);
     let image_id = image_id.map(|d| d.to_string());
     let hash = |v: &serde_json::Value| Digest::of(&serde_json::to_vec(v).unwrap_or_default());

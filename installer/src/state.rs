@@ -212,6 +212,23 @@ impl StateDir {
         self.release_dir(release).join("files")
     }
 
+    /// The site data directory: runtime directories the stack bind-mounts (`./data`), kept
+    /// across releases and never removed by the installer.
+    #[must_use]
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    /// Where a release's host-side files live.
+    #[must_use]
+    pub fn paths(&self, release: u64) -> crate::plan::HostPaths {
+        crate::plan::HostPaths {
+            files: self.files_dir(release),
+            data: self.data_dir(),
+            values: self.release_dir(release).join("values"),
+        }
+    }
+
     /// Create the directory (0700: it holds secrets).
     ///
     /// # Errors

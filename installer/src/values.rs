@@ -62,6 +62,8 @@ pub fn resolve(
             Some(v) => {
                 out.insert(name.clone(), v);
             }
+            // Every reference has a compose default: the stack works without a value.
+            None if def.optional => {}
             None => missing.push(match &def.description {
                 Some(d) => format!("{name} ({d})"),
                 None => name.clone(),
@@ -71,7 +73,7 @@ pub fn resolve(
     if !missing.is_empty() {
         return Err(InstallError::MissingValues {
             names: missing.join(", "),
-            what: "the bundle declares these variables and no default".into(),
+            what: "the stack needs these site values and has no default for them".into(),
         });
     }
     Ok(out)

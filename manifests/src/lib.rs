@@ -25,14 +25,15 @@ pub mod manifest;
 pub mod order;
 pub mod reader;
 pub mod signature;
-pub mod spec;
+pub mod compose;
 pub mod time;
 
 pub use digest::Digest;
 pub use exit::{Diagnose, Exit};
 pub use manifest::{
     Blob, Condition, Entry, HealthSettings, HealthcheckDef, Image, KeyRotation, Layer, LimitsDef, LoggingDef, Manifest,
-    Mount, MountKind, PortMapping, Requirements, SCHEMA_VERSION, ServiceDef, VariableDef,
+    Mount, MountKind, NetworkDef, PortMapping, Requirements, RuntimeDef, SCHEMA_VERSION, ServiceDef, Ulimit, VariableDef,
+    VolumeDef,
 };
 pub use reader::{BundleError, BundleReader};
 pub use signature::{KeyId, PublicKey, SecretKey, TrustedKeys};

@@ -13,7 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::Digest;
 
 /// The format version this crate writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// Version 2 (ADR 0004): the stack is carried as compose templates (`stack`), resolved with the
+/// site's values at install time; version 1 carried typed services with `${VAR}` only in
+/// `environment`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The signed manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,12 +46,11 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
     /// The images, each pinned by digest.
     pub images: Vec<Image>,
-    /// Normalized services.
-    pub services: BTreeMap<String, ServiceDef>,
-    /// Named volumes.
-    pub volumes: Vec<String>,
-    /// Networks.
-    pub networks: Vec<String>,
+    /// The stack as compose describes it (`services`, `volumes`, `networks`, `secrets`,
+    /// `configs`) after bundle-time processing: anchors, `extends` and profiles applied, `x-*`
+    /// fields dropped, images and pinned variables filled in. Every other `${…}` is a site value,
+    /// filled in and type-checked by [`crate::compose::resolve`] at install time.
+    pub stack: serde_json::Value,
     /// One-shot migration services, run once per release.
     pub migrations: Vec<String>,
     /// One-shot backup service, run before the migrations.
@@ -145,7 +148,7 @@ pub enum Condition {
 pub struct PortMapping {
     /// Host address.
     pub host_ip: String,
-    /// Host port.
+    /// Host port; 0 lets Docker choose one.
     pub host_port: u16,
     /// Container port.
     pub container_port: u16,
@@ -159,8 +162,17 @@ pub struct PortMapping {
 pub enum MountKind {
     /// A named volume.
     Volume,
-    /// A bind mount: an absolute host path, or a bundled file relative to the compose file.
+    /// A bind mount: an absolute host path, or a bundled file or directory relative to the
+    /// compose file.
     Bind,
+    /// A directory relative to the compose file that the bundle does not carry (a runtime dir
+    /// such as `./data`): created under the site data directory, never removed.
+    SiteData,
+    /// A tmpfs (`source` is empty).
+    Tmpfs,
+    /// A file holding a site variable's value (`secrets`/`configs` with `environment:`);
+    /// `source` is the variable's name.
+    Value,
 }
 
 /// A mount.
@@ -174,6 +186,10 @@ pub struct Mount {
     pub target: String,
     /// Read-only.
     pub read_only: bool,
+    /// Docker's mount options: `z`, `Z`, `nocopy`, propagation (`rshared`, ...), and for a tmpfs
+    /// `size=<bytes>`, `mode=<octal>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
 }
 
 /// Healthcheck; durations in milliseconds.
@@ -189,6 +205,9 @@ pub struct HealthcheckDef {
     pub retries: Option<u32>,
     /// Start period.
     pub start_period_ms: Option<u64>,
+    /// Interval during the start period (Docker 25+; older engines ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_interval_ms: Option<u64>,
 }
 
 /// Resource limits.
@@ -218,7 +237,7 @@ pub struct ServiceDef {
     pub command: Option<Vec<String>>,
     /// Entrypoint.
     pub entrypoint: Option<Vec<String>>,
-    /// Environment; values may reference operator variables as `${NAME}`.
+    /// Environment, with the site's values filled in.
     pub environment: BTreeMap<String, String>,
     /// Env files (bundled stack files), applied before `environment`.
     pub env_file: Vec<String>,
@@ -244,6 +263,153 @@ pub struct ServiceDef {
     pub limits: Option<LimitsDef>,
     /// Logging.
     pub logging: Option<LoggingDef>,
+    /// Everything else compose sets on a container (hardening, kernel and runtime options);
+    /// empty fields are left out so that a service that uses none keeps its config hash.
+    #[serde(flatten)]
+    pub runtime: RuntimeDef,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A `ulimits` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// Soft limit.
+    pub soft: i64,
+    /// Hard limit.
+    pub hard: i64,
+}
+
+/// Container options beyond the basics, each as compose names it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[allow(missing_docs, reason = "each field is the compose key of the same name")]
+pub struct RuntimeDef {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub privileged: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tty: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stdin_open: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// `host[:container[:permissions]]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_opt: Vec<String>,
+    /// `host:ip`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domainname: Option<String>,
+    /// `host`, `none`, or `service:NAME` (the installer turns it into `container:<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uts: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_reservation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memswap_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_swappiness: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kill_disable: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<String>,
+    /// Services whose volumes this one mounts (`service[:ro]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<String>,
+    /// `service[:alias]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// Fixed addresses per network (`ipv4_address`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub network_ipv4: BTreeMap<String, String>,
+}
+
+/// A named volume as the stack declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeDef {
+    /// The key in the compose file (services mount it by this name).
+    pub key: String,
+    /// The engine's name: `name:` if given, else `<project>_<key>`.
+    pub name: String,
+    /// Created by someone else; checked to exist, never created or removed.
+    pub external: bool,
+    /// Driver (only `local`).
+    pub driver: Option<String>,
+    /// Driver options.
+    pub driver_opts: BTreeMap<String, String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A network as the stack declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkDef {
+    /// The key in the compose file.
+    pub key: String,
+    /// The engine's name: `name:` if given, else `<project>_<key>`.
+    pub name: String,
+    /// Created by someone else; checked to exist, never created or removed.
+    pub external: bool,
+    /// Driver (`bridge`).
+    pub driver: Option<String>,
+    /// Driver options.
+    pub driver_opts: BTreeMap<String, String>,
+    /// No route outside.
+    pub internal: bool,
+    /// Subnets (`ipam.config[].subnet`) with their gateways.
+    pub subnets: Vec<(String, Option<String>)>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// An operator-supplied variable.
@@ -255,6 +421,13 @@ pub struct VariableDef {
     pub default: Option<String>,
     /// What to tell the operator.
     pub description: Option<String>,
+    /// Every reference has a fallback (`${NAME:-x}`, `${NAME+x}`, `- NAME` in `environment`):
+    /// the stack works without a value.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub optional: bool,
+    /// Declared under `x-bundle.variables` (else found in the compose file).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub declared: bool,
 }
 
 /// Health gate settings.
@@ -337,7 +510,7 @@ mod tests {
     #[test]
     fn an_added_optional_field_is_ignored_by_this_reader() {
         let text = String::from_utf8(crate::reader::empty_manifest().to_canonical_bytes()).unwrap();
-        let newer = text.replacen("{\"schema_version\":1,", "{\"schema_version\":1,\"added_later\":{\"x\":1},", 1);
+        let newer = text.replacen("{\"schema_version\":2,", "{\"schema_version\":2,\"added_later\":{\"x\":1},", 1);
         assert_ne!(newer, text);
         let parsed = Manifest::from_bytes(newer.as_bytes()).unwrap();
         assert_eq!(parsed, Manifest::from_bytes(text.as_bytes()).unwrap());
@@ -346,8 +519,8 @@ mod tests {
     #[test]
     fn a_newer_schema_version_is_refused_by_name() {
         let text = String::from_utf8(crate::reader::empty_manifest().to_canonical_bytes()).unwrap();
-        let newer = text.replacen("\"schema_version\":1", "\"schema_version\":2", 1);
+        let newer = text.replacen("\"schema_version\":2", "\"schema_version\":3", 1);
         let err = Manifest::from_bytes(newer.as_bytes()).unwrap_err();
-        assert!(matches!(err, ManifestError::UnsupportedVersion { found: 2 }), "{err}");
+        assert!(matches!(err, ManifestError::UnsupportedVersion { found: 3 }), "{err}");
     }
 }

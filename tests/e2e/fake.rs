@@ -171,13 +171,23 @@ impl Engine for FakeEngine {
         self.call(format!("rmi {}", image_id.short()));
         Ok(installer::engine::ImageRemoval::Absent)
     }
-    async fn ensure_network(&self, name: &str, _labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
-        self.call(format!("network {name}"));
+    async fn ensure_network(
+        &self,
+        def: &manifests::NetworkDef,
+        _labels: &BTreeMap<String, String>,
+    ) -> Result<(), InstallError> {
+        self.call(format!("network {}", def.name));
         Ok(())
     }
-    async fn ensure_volume(&self, name: &str, _labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
-        self.call(format!("volume {name}"));
+    async fn ensure_volume(&self, def: &manifests::VolumeDef, _labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
+        self.call(format!("volume {}", def.name));
         Ok(())
+    }
+    async fn network_exists(&self, _name: &str) -> Result<bool, InstallError> {
+        Ok(false)
+    }
+    async fn volume_exists(&self, _name: &str) -> Result<bool, InstallError> {
+        Ok(false)
     }
     async fn container(&self, name: &str) -> Result<Option<ContainerState>, InstallError> {
         let key = self.by_id(name);
@@ -297,6 +307,7 @@ fn build_bundle(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     std::fs::write(&public, key.public_key().to_file_string()).unwrap();
     let out = dir.join("b.tar");
     let opts = bundler::build::BuildOptions {
+        load: manifests::compose::LoadOptions::default(),
         compose,
         secret_key: secret,
         version: "1".into(),
