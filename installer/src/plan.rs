@@ -278,7 +278,19 @@ pub fn plan(
 pub fn environment(def: &ServiceDef, files_dir: &Path) -> Result<BTreeMap<String, String>, String> {
     let mut env = BTreeMap::new();
     for f in &def.env_file {
-        let text = std::fs::read_to_string(files_dir.join(f)).unwrap_or_default();
+        // An absolute path is a file on this host (`?` first: optional); others are bundled.
+        let (path, required) = match f.strip_prefix('?') {
+            Some(p) => (PathBuf::from(p), false),
+            None if f.starts_with('/') => (PathBuf::from(f), true),
+            None => (files_dir.join(f), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if required => {
+                return Err(format!("env file {} (named by the stack's `env_file`): {e}; create it on this host", path.display()));
+            }
+            Err(_) => String::new(),
+        };
         env.extend(crate::values::parse_env(&text).map_err(|e| format!("env file {f}: {e}"))?);
     }
     env.extend(def.environment.clone());
@@ -303,6 +315,10 @@ fn container_spec(
         let source = match m.kind {
             MountKind::Volume => stack.volume_name(&m.source).map_or_else(|| scoped(project, &m.source), str::to_string),
             MountKind::Bind if m.source.starts_with('/') => m.source.clone(),
+            MountKind::Bind if m.source == "~" || m.source.starts_with("~/") => {
+                let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+                format!("{home}{}", &m.source[1..])
+            }
             MountKind::Bind => paths.files.join(&m.source).display().to_string(),
             MountKind::SiteData => {
                 let dir = paths.data.join(&m.source);

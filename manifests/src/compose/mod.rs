@@ -124,6 +124,8 @@ pub(crate) enum FileOrValue {
 pub(crate) struct Sources<'a> {
     pub exists: &'a dyn Fn(&str) -> bool,
     pub files: BTreeSet<String>,
+    /// Volume keys made for anonymous volumes.
+    pub anonymous: BTreeSet<String>,
 }
 
 /// Read the stack tree. `all_services` includes services left out by a profile.
@@ -250,6 +252,18 @@ pub(crate) fn normalize(
             None => ctx.structural(&p, "a service must be a map", None),
         }
     }
+    for key in std::mem::take(&mut sources.anonymous) {
+        if !volumes.iter().any(|v| v.key == key) {
+            volumes.push(VolumeDef {
+                name: format!("{project}_{key}"),
+                key,
+                external: false,
+                driver: None,
+                driver_opts: BTreeMap::new(),
+                labels: BTreeMap::new(),
+            });
+        }
+    }
     if !networks.iter().any(|n| n.key == "default") && services.values().any(|s| s.networks.contains_key("default")) {
         networks.insert(0, NetworkDef {
             key: "default".into(),
@@ -341,7 +355,7 @@ pub fn resolve(manifest: &Manifest, values: &BTreeMap<String, String>) -> Result
     let mut ctx = Ctx::new(&lookup, "bundle.json", "");
     let bundled = bundled_paths(manifest);
     let exists = |p: &str| bundled.contains(p);
-    let mut sources = Sources { exists: &exists, files: BTreeSet::new() };
+    let mut sources = Sources { exists: &exists, files: BTreeSet::new(), anonymous: BTreeSet::new() };
     let all: BTreeSet<String> =
         manifest.stack.get("services").and_then(Json::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
     let resolved = normalize(&mut ctx, &manifest.stack, &manifest.project, &all, &mut sources);
@@ -359,7 +373,7 @@ pub fn probe(manifest: &Manifest) -> Resolved {
     let mut ctx = Ctx::new(&lookup, "bundle.json", "");
     let bundled = bundled_paths(manifest);
     let exists = |p: &str| bundled.contains(p);
-    let mut sources = Sources { exists: &exists, files: BTreeSet::new() };
+    let mut sources = Sources { exists: &exists, files: BTreeSet::new(), anonymous: BTreeSet::new() };
     let all: BTreeSet<String> =
         manifest.stack.get("services").and_then(Json::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
     normalize(&mut ctx, &manifest.stack, &manifest.project, &all, &mut sources)

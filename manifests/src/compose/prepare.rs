@@ -109,6 +109,9 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
             Err(e) => problems.push(problem(file, "", "", format!("env file {}: {e}", f.display()), None)),
         }
     }
+    // What the vendor's env files say is part of the product: the defaults of site variables
+    // (never of a secret). The process environment only fills pinned names.
+    let file_defaults = env.clone();
     env.extend(opts.environment.clone());
 
     // x-bundle.
@@ -221,6 +224,21 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
         }
         services.insert(name.clone(), Json::Object(obj));
     }
+    if services.is_empty() && !raw_services.is_empty() {
+        let mut offered: BTreeSet<&str> = BTreeSet::new();
+        for s in raw_services.values() {
+            if let Some(Json::Array(ps)) = s.get("profiles") {
+                offered.extend(ps.iter().filter_map(Json::as_str));
+            }
+        }
+        problems.push(problem(
+            file,
+            text,
+            "services",
+            "every service belongs to a profile, and no profile is active".into(),
+            Some(&format!("choose what to bundle with --profile (profiles here: {})", offered.into_iter().collect::<Vec<_>>().join(", "))),
+        ));
+    }
     let mut stack = Map::new();
     stack.insert("services".into(), Json::Object(services));
     for k in ["volumes", "networks", "secrets", "configs"] {
@@ -330,6 +348,9 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
     let mut variables = BTreeMap::new();
     for (name, d) in &declared {
         let mut d = d.clone();
+        if d.default.is_none() && !d.secret {
+            d.default = file_defaults.get(name).cloned();
+        }
         if let Some((fallback, _)) = refs.get(name) {
             d.optional = *fallback && d.default.is_none();
         }
@@ -339,7 +360,9 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
         if pinned_names.contains(&name) || variables.contains_key(&name) {
             continue;
         }
-        variables.insert(name, VariableDef { secret: false, default: None, description: msg, optional: fallback, declared: false });
+        let default = file_defaults.get(&name).cloned();
+        let optional = fallback && default.is_none();
+        variables.insert(name, VariableDef { secret: false, default, description: msg, optional, declared: false });
     }
 
     // Check the stack with what is known now: defaults of site variables, the rest undecided.
@@ -349,7 +372,7 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
     };
     let mut ctx = Ctx::new(&probe_lookup, file, text);
     let exists = |rel: &str| base.join(rel).exists();
-    let mut sources = Sources { exists: &exists, files: BTreeSet::new() };
+    let mut sources = Sources { exists: &exists, files: BTreeSet::new(), anonymous: BTreeSet::new() };
     let probe = normalize(&mut ctx, &stack, &project, &all_services, &mut sources);
     problems.extend(ctx.problems);
     for job in migrations.iter().chain(backup.iter()) {

@@ -285,7 +285,7 @@ pub(super) fn service(
             }
             "platform" => {
                 if let Some(pl) = ctx.str(v, &path)
-                    && !matches!(pl.as_str(), "linux/amd64" | "linux/x86_64" | "amd64")
+                    && !matches!(pl.as_str(), "" | "linux/amd64" | "linux/x86_64" | "amd64")
                 {
                     ctx.problem(&path, format!("`{pl}`: bundles are built for linux/amd64"), None);
                 }
@@ -376,6 +376,11 @@ fn env_files(ctx: &mut Ctx<'_>, v: &Json, path: &str, out: &mut Vec<String>, sou
             other => (ctx.str(other, &ip), true),
         };
         let Some(file) = file else { continue };
+        if file.starts_with('/') {
+            // A file on the client's host, read at install time (as compose reads it at `up`).
+            out.push(if required { file } else { format!("?{file}") });
+            continue;
+        }
         match relative_path(&file) {
             Ok(rel) => {
                 if (sources.exists)(&rel) {
@@ -555,13 +560,12 @@ fn volume(ctx: &mut Ctx<'_>, v: &Json, path: &str, names: &StackNames, sources: 
     match typ.as_str() {
         "tmpfs" => Some(Mount { kind: MountKind::Tmpfs, source: String::new(), target, read_only, options }),
         "volume" if source.is_empty() => {
-            // An anonymous volume: Docker makes one per container, and a recreate would lose it.
-            ctx.problem(
-                path,
-                format!("`{target}`: an anonymous volume loses its data when the container is recreated"),
-                Some("name the volume (`name:/path`) and declare it under top-level `volumes`"),
-            );
-            None
+            // An anonymous volume: Docker would make a new one for every container, and a
+            // recreate would leave the data behind. It becomes a named volume of the service
+            // and path instead, so the data stays across releases.
+            let key = anonymous_volume_key(service_of(path), &target);
+            sources.anonymous.insert(key.clone());
+            Some(Mount { kind: MountKind::Volume, source: key, target, read_only, options })
         }
         "volume" => {
             if !names.volumes.contains(&source) {
@@ -574,9 +578,9 @@ fn volume(ctx: &mut Ctx<'_>, v: &Json, path: &str, names: &StackNames, sources: 
             if source.starts_with('/') {
                 return Some(Mount { kind: MountKind::Bind, source, target, read_only, options });
             }
-            if source.starts_with('~') {
-                ctx.problem(path, format!("`{source}`: a home directory differs on the client's host"), Some("use an absolute path or a path next to the compose file"));
-                return None;
+            if source == "~" || source.starts_with("~/") {
+                // As compose: the home directory of whoever installs (root, on the client's VM).
+                return Some(Mount { kind: MountKind::Bind, source, target, read_only, options });
             }
             match relative_path(&source) {
                 Ok(rel) if (sources.exists)(&rel) => {
@@ -603,6 +607,17 @@ fn volume(ctx: &mut Ctx<'_>, v: &Json, path: &str, names: &StackNames, sources: 
             None
         }
     }
+}
+
+/// The service name in a `services.NAME.…` path.
+fn service_of(path: &str) -> &str {
+    path.strip_prefix("services.").and_then(|r| r.split('.').next()).unwrap_or("")
+}
+
+/// The volume key an anonymous volume of `service` at `target` gets.
+pub(super) fn anonymous_volume_key(service: &str, target: &str) -> String {
+    let t: String = target.trim_matches('/').chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("{service}_anon_{t}")
 }
 
 fn mounts_of(ctx: &mut Ctx<'_>, kind: &str, v: &Json, path: &str, names: &StackNames, out: &mut Vec<Mount>) {

@@ -22,9 +22,13 @@ pub fn parse(text: &str) -> Result<Value, String> {
     let mut options = serde_saphyr::Options::default();
     if let Some(budget) = options.budget.as_mut() {
         budget.max_aliases = MAX_ALIASES;
+        // Vendors reuse few anchors many times (Sentry: 142 aliases of 10 anchors); what stops
+        // a bomb is the replay limit below, not the ratio.
+        budget.enforce_alias_anchor_ratio = false;
     }
     options.alias_limits.max_total_replayed_events = MAX_REPLAYED_EVENTS;
-    // Compose reads YAML 1.2-ish booleans; a value like `on` stays text.
+    // Compose reads YAML 1.2: `restart: no` and `FOO: yes` are text, only true/false are booleans.
+    options.strict_booleans = true;
     let v: Value = serde_saphyr::from_str_with_options(text, options).map_err(|e| e.to_string())?;
     Ok(if v.is_null() { Value::Object(serde_json::Map::new()) } else { v })
 }
@@ -83,6 +87,15 @@ mod tests {
         let v = parse("x-base: &base\n  image: a\n  restart: always\nservices:\n  s:\n    <<: *base\n    restart: 'no'\n").unwrap();
         assert_eq!(v["services"]["s"]["image"], "a");
         assert_eq!(v["services"]["s"]["restart"], "no");
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_stay_text() {
+        let v = parse("restart: no\na: yes\nb: on\nc: true\n").unwrap();
+        assert_eq!(v["restart"], "no");
+        assert_eq!(v["a"], "yes");
+        assert_eq!(v["b"], "on");
+        assert_eq!(v["c"], true);
     }
 
     #[test]
