@@ -135,8 +135,11 @@ pub fn check_sources(
             source: std::io::Error::other(m),
         };
         let root = base.join(rel);
-        let meta = std::fs::metadata(&root)
-            .map_err(|source| BundlerError::StackFile { compose: compose.to_path_buf(), file: rel.clone(), source })?;
+        let meta = std::fs::metadata(&root).map_err(|source| BundlerError::StackFile {
+            compose: compose.to_path_buf(),
+            file: rel.clone(),
+            source,
+        })?;
         if meta.is_file() {
             out.insert(rel.clone(), root);
             continue;
@@ -185,7 +188,10 @@ pub fn check_sources(
                     }
                     out.insert(inner, path);
                 } else {
-                    return Err(err(&inner, "not a regular file (device files, sockets and pipes are not bundled)".into()));
+                    return Err(err(
+                        &inner,
+                        "not a regular file (device files, sockets and pipes are not bundled)".into(),
+                    ));
                 }
             }
         }

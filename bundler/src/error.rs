@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
+use manifests::compose::Problems;
 use manifests::exit::io_exit;
 use manifests::signature::SignatureError;
-use manifests::compose::Problems;
 use manifests::{BundleError, Diagnose, Exit};
 
 use crate::archive::ArchiveError;

@@ -48,7 +48,9 @@ fn vendor_compose_files_are_accepted_as_written() {
         let prefix = format!("{}/", dir.display());
         match (check(dir), expect.is_file()) {
             (Ok(_), false) => accepted += 1,
-            (Ok(summary), true) => failures.push(format!("{name}: expected a refusal (EXPECT), but it passed: {summary}")),
+            (Ok(summary), true) => {
+                failures.push(format!("{name}: expected a refusal (EXPECT), but it passed: {summary}"))
+            }
             (Err(e), false) => failures.push(format!("{name}: refused:\n{e}")),
             (Err(e), true) => {
                 let got = e.replace(&prefix, "");

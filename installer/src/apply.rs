@@ -667,7 +667,10 @@ fn prepare_host_paths(spec: &crate::engine::ContainerSpec) -> Result<(), Install
     use std::os::unix::fs::PermissionsExt;
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |e: std::io::Error| InstallError::Docker { action: String::new(), message: format!("{}: {e}", path.display()) }
+        move |e: std::io::Error| InstallError::Docker {
+            action: String::new(),
+            message: format!("{}: {e}", path.display()),
+        }
     };
     for dir in &spec.site_dirs {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -898,9 +901,8 @@ pub async fn plan_only<E: Engine>(opts: &ApplyOptions, engine: &E) -> Result<Pla
     let host = host_state(engine, &manifest, &state).await?;
     check_ownership(&manifest, &state, &host, opts.adopt)?;
     let values = values::resolve(&manifest, opts.values_file.as_deref(), &state.values()?, &|k| std::env::var(k).ok())?;
-    let plan =
-        plan::plan(&manifest, &host, &values, &state.paths(manifest.release), &file_digests(&manifest), true)
-            .map_err(InstallError::Preflight)?;
+    let plan = plan::plan(&manifest, &host, &values, &state.paths(manifest.release), &file_digests(&manifest), true)
+        .map_err(InstallError::Preflight)?;
     let mut preflight = preflight::check_host(&manifest, &plan, &info, state.root());
     preflight.checks.push(preflight::ports_line(&plan, &host));
     Ok(PlanReport { plan, preflight })

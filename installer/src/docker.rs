@@ -356,7 +356,10 @@ impl Engine for DockerEngine {
                 .network_ipv4
                 .get(net)
                 .map(|ip| EndpointIpamConfig { ipv4_address: Some(ip.clone()), ..Default::default() });
-            endpoints.insert(net.clone(), EndpointSettings { aliases: Some(aliases.clone()), ipam_config, ..Default::default() });
+            endpoints.insert(
+                net.clone(),
+                EndpointSettings { aliases: Some(aliases.clone()), ipam_config, ..Default::default() },
+            );
         }
         let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         // Docker 20.10 attaches only one network at create time; the rest are connected after.
@@ -407,7 +410,11 @@ impl Engine for DockerEngine {
                 ulimits: (!rt.ulimits.is_empty()).then(|| {
                     rt.ulimits
                         .iter()
-                        .map(|(name, u)| ResourcesUlimits { name: Some(name.clone()), soft: Some(u.soft), hard: Some(u.hard) })
+                        .map(|(name, u)| ResourcesUlimits {
+                            name: Some(name.clone()),
+                            soft: Some(u.soft),
+                            hard: Some(u.hard),
+                        })
                         .collect()
                 }),
                 shm_size: rt.shm_size,

@@ -182,9 +182,8 @@ pub fn plan(
     file_digests: &BTreeMap<String, Digest>,
     skip_present_layers: bool,
 ) -> Result<Plan, String> {
-    let stack = manifests::compose::resolve(manifest, values).map_err(|p| {
-        format!("{p}the site's values do not fit the stack; nothing was changed")
-    })?;
+    let stack = manifests::compose::resolve(manifest, values)
+        .map_err(|p| format!("{p}the site's values do not fit the stack; nothing was changed"))?;
     let load = plan_load(manifest, &host.image_ids, &host.chain_ids, skip_present_layers);
     let project = &manifest.project;
     // Jobs: migrations, backup, and anything another service waits to complete.
@@ -287,7 +286,10 @@ pub fn environment(def: &ServiceDef, files_dir: &Path) -> Result<BTreeMap<String
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if required => {
-                return Err(format!("env file {} (named by the stack's `env_file`): {e}; create it on this host", path.display()));
+                return Err(format!(
+                    "env file {} (named by the stack's `env_file`): {e}; create it on this host",
+                    path.display()
+                ));
             }
             Err(_) => String::new(),
         };
@@ -313,7 +315,9 @@ fn container_spec(
     let mut value_files = Vec::new();
     for m in &def.volumes {
         let source = match m.kind {
-            MountKind::Volume => stack.volume_name(&m.source).map_or_else(|| scoped(project, &m.source), str::to_string),
+            MountKind::Volume => {
+                stack.volume_name(&m.source).map_or_else(|| scoped(project, &m.source), str::to_string)
+            }
             MountKind::Bind if m.source.starts_with('/') => m.source.clone(),
             MountKind::Bind if m.source == "~" || m.source.starts_with("~/") => {
                 let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
@@ -353,7 +357,8 @@ fn container_spec(
     labels_map.insert(labels::ONEOFF.into(), "False".into());
     labels_map.insert(labels::RELEASE.into(), manifest.release.to_string());
     labels_map.insert(labels::PRODUCT.into(), manifest.product.clone());
-    let fixed_ports: Vec<String> = def.ports.iter().filter(|p| p.host_port != 0).map(|p| p.host_port.to_string()).collect();
+    let fixed_ports: Vec<String> =
+        def.ports.iter().filter(|p| p.host_port != 0).map(|p| p.host_port.to_string()).collect();
     if !fixed_ports.is_empty() {
         labels_map.insert(labels::PORTS.into(), fixed_ports.join(","));
     }
@@ -452,8 +457,7 @@ fn mounted_file_digests<'a>(
         // A bundled directory: every file under it.
         .flat_map(|m| {
             let prefix = format!("{}/", m.source);
-            std::iter::once(&m.source)
-                .chain(file_digests.keys().filter(move |k| k.starts_with(&prefix)))
+            std::iter::once(&m.source).chain(file_digests.keys().filter(move |k| k.starts_with(&prefix)))
         })
         .chain(def.env_file.iter())
         .map(|f| (f, file_digests.get(f)))

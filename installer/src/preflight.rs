@@ -208,7 +208,11 @@ pub fn check_host(manifest: &Manifest, plan: &Plan, info: &EngineInfo, state_dir
         Exit::PreflightPlatform,
     );
     // The limits as far as the bundle knows them (defaults; site values are checked in apply).
-    let limits: i64 = manifests::compose::probe(manifest).services.values().filter_map(|s| s.limits.as_ref().and_then(|l| l.memory_bytes)).sum();
+    let limits: i64 = manifests::compose::probe(manifest)
+        .services
+        .values()
+        .filter_map(|s| s.limits.as_ref().and_then(|l| l.memory_bytes))
+        .sum();
     let total = u64::try_from(info.mem_total).unwrap_or(0);
     let limits = u64::try_from(limits).unwrap_or(0);
     push(

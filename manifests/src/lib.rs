@@ -16,6 +16,7 @@
 //! [`reader`] verifies a bundle as it streams, [`order`] computes the start order.
 #![deny(missing_docs)]
 
+pub mod compose;
 pub mod digest;
 pub mod display;
 pub mod exit;
@@ -25,15 +26,14 @@ pub mod manifest;
 pub mod order;
 pub mod reader;
 pub mod signature;
-pub mod compose;
 pub mod time;
 
 pub use digest::Digest;
 pub use exit::{Diagnose, Exit};
 pub use manifest::{
     Blob, Condition, Entry, HealthSettings, HealthcheckDef, Image, KeyRotation, Layer, LimitsDef, LoggingDef, Manifest,
-    Mount, MountKind, NetworkDef, PortMapping, Requirements, RuntimeDef, SCHEMA_VERSION, ServiceDef, Ulimit, VariableDef,
-    VolumeDef,
+    Mount, MountKind, NetworkDef, PortMapping, Requirements, RuntimeDef, SCHEMA_VERSION, ServiceDef, Ulimit,
+    VariableDef, VolumeDef,
 };
 pub use reader::{BundleError, BundleReader};
 pub use signature::{KeyId, PublicKey, SecretKey, TrustedKeys};

@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 
 use e2e::{Run, Workspace, bin, docker_snapshot, e2e_enabled, remove_project, run};
 
-struct Site {
-    ws: Workspace,
-    project: String,
-    port: u16,
-    state: PathBuf,
-    values: PathBuf,
+pub(crate) struct Site {
+    pub(crate) ws: Workspace,
+    pub(crate) project: String,
+    pub(crate) port: u16,
+    pub(crate) state: PathBuf,
+    pub(crate) values: PathBuf,
 }
 
 impl Site {
-    fn new(project: &str, port: u16) -> Self {
+    pub(crate) fn new(project: &str, port: u16) -> Self {
         remove_project(project);
         let ws = Workspace::new();
         let state = ws.path("state");
@@ -29,7 +29,7 @@ impl Site {
     }
 
     /// Build the test stack as release `release`, with extra compose replacements.
-    fn bundle(&self, release: u64, replacements: &[(&str, &str)]) -> PathBuf {
+    pub(crate) fn bundle(&self, release: u64, replacements: &[(&str, &str)]) -> PathBuf {
         let name = format!("name: {}", self.project);
         let port = format!("127.0.0.1:{}:8080", self.port);
         let mut all = vec![("name: teststack", name.as_str()), ("127.0.0.1:18080:8080", port.as_str())];
@@ -41,19 +41,19 @@ impl Site {
         out
     }
 
-    fn installer(&self, args: &[&str]) -> Command {
+    pub(crate) fn installer(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin("installer"));
         c.args(args).env("INSTALLER_STATE_DIR", &self.state).env_remove("MIGRATE_FAIL").env_remove("MIGRATE_SLEEP");
         c
     }
 
-    fn apply_cmd(&self, bundle: &std::path::Path) -> Command {
+    pub(crate) fn apply_cmd(&self, bundle: &std::path::Path) -> Command {
         let mut c = self.installer(&["apply"]);
         c.arg(bundle).arg("--key").arg(&self.ws.public).arg("--values").arg(&self.values);
         c
     }
 
-    fn apply(&self, bundle: &std::path::Path, env: &[(&str, &str)]) -> Run {
+    pub(crate) fn apply(&self, bundle: &std::path::Path, env: &[(&str, &str)]) -> Run {
         let mut c = self.apply_cmd(bundle);
         for (k, v) in env {
             c.env(k, v);
@@ -74,13 +74,13 @@ impl Site {
         child
     }
 
-    fn container_id(&self, service: &str) -> Option<String> {
+    pub(crate) fn container_id(&self, service: &str) -> Option<String> {
         let r =
             run(Command::new("docker").args(["inspect", "-f", "{{.Id}}", &format!("{}-{service}-1", self.project)]));
         (r.code == 0).then(|| r.stdout.trim().to_string())
     }
 
-    fn running(&self, service: &str) -> bool {
+    pub(crate) fn running(&self, service: &str) -> bool {
         let r = run(Command::new("docker").args([
             "inspect",
             "-f",
@@ -114,7 +114,7 @@ impl Site {
         body
     }
 
-    fn status(&self) -> (i32, serde_json::Value) {
+    pub(crate) fn status(&self) -> (i32, serde_json::Value) {
         let r = run(&mut self.installer(&["status", "--json"]));
         (r.code, serde_json::from_str(&r.stdout).unwrap_or(serde_json::Value::Null))
     }
@@ -143,7 +143,7 @@ fn tool_bundle(ws: &Workspace, project: &str) -> PathBuf {
     bundle
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");

@@ -199,9 +199,14 @@ fn bad_build_inputs_fail_clearly_and_leave_nothing() {
         code,
         needles,
     };
-    let unsupported_key = ("    restart: unless-stopped\n  migrate:", "    privileged: true\n  migrate:");
+    let unsupported_key = ("    restart: unless-stopped\n  migrate:", "    frobnicate: true\n  migrate:");
     let cases = vec![
-        case("unsupported key", vec![unsupported_key], 10, vec!["unsupported key `privileged`", "line", "hint:"]),
+        case(
+            "unsupported key",
+            vec![unsupported_key],
+            10,
+            vec!["unknown service key `frobnicate`", "compose.yaml:", "hint:"],
+        ),
         case("malformed yaml", vec![("services:\n", "services: [\n")], 10, vec!["compose.yaml", "hint:"]),
         case("tag does not exist", vec![("stack/db:1", "stack/db:nope")], 14, vec!["stack/db:nope", "hint:"]),
         BadBuild {

@@ -179,7 +179,11 @@ impl Engine for FakeEngine {
         self.call(format!("network {}", def.name));
         Ok(())
     }
-    async fn ensure_volume(&self, def: &manifests::VolumeDef, _labels: &BTreeMap<String, String>) -> Result<(), InstallError> {
+    async fn ensure_volume(
+        &self,
+        def: &manifests::VolumeDef,
+        _labels: &BTreeMap<String, String>,
+    ) -> Result<(), InstallError> {
         self.call(format!("volume {}", def.name));
         Ok(())
     }

@@ -9,5 +9,6 @@
 
 mod apply;
 mod build;
+mod compose;
 mod fake;
 mod tamper;

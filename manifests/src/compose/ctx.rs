@@ -104,7 +104,8 @@ impl<'a> Ctx<'a> {
         match v {
             Json::Object(m) => {
                 for (k, v) in m {
-                    let value = if v.is_null() { None } else { Some(self.str(v, &format!("{path}.{k}")).unwrap_or_default()) };
+                    let value =
+                        if v.is_null() { None } else { Some(self.str(v, &format!("{path}.{k}")).unwrap_or_default()) };
                     out.insert(k.clone(), value);
                 }
             }

@@ -21,8 +21,8 @@ use std::path::{Component, Path};
 
 use serde_json::{Map, Value as Json};
 
-pub use ctx::{parse_bytes, parse_duration};
 use ctx::Ctx;
+pub use ctx::{parse_bytes, parse_duration};
 pub use prepare::{LoadOptions, Prepared, load};
 
 use crate::manifest::{Manifest, NetworkDef, ServiceDef, VolumeDef};
@@ -174,7 +174,11 @@ pub(crate) fn normalize(
         if let Some(d) = &driver
             && d != "bridge"
         {
-            ctx.problem(&format!("{p}.driver"), format!("network driver `{d}` (only `bridge` on one host)"), Some("for the host's network use `network_mode: host` on the service"));
+            ctx.problem(
+                &format!("{p}.driver"),
+                format!("network driver `{d}` (only `bridge` on one host)"),
+                Some("for the host's network use `network_mode: host` on the service"),
+            );
         }
         let mut subnets = Vec::new();
         if let Some(Json::Object(ipam)) = o.get("ipam")
@@ -189,7 +193,23 @@ pub(crate) fn normalize(
             }
         }
         let internal = o.get("internal").and_then(|b| ctx.bool(b, &format!("{p}.internal"))).unwrap_or(false);
-        check_keys(ctx, o, &p, &["name", "external", "driver", "driver_opts", "labels", "internal", "ipam", "attachable", "enable_ipv6", "enable_ipv4"]);
+        check_keys(
+            ctx,
+            o,
+            &p,
+            &[
+                "name",
+                "external",
+                "driver",
+                "driver_opts",
+                "labels",
+                "internal",
+                "ipam",
+                "attachable",
+                "enable_ipv6",
+                "enable_ipv4",
+            ],
+        );
         networks.push(NetworkDef {
             key: key.clone(),
             name,
@@ -212,7 +232,11 @@ pub(crate) fn normalize(
                         sources.files.insert(rel.clone());
                         out.insert(key.clone(), FileOrValue::File(rel));
                     }
-                    Ok(_) => ctx.problem(&format!("{p}.file"), format!("`{f}` does not exist"), Some("the file is bundled from next to the compose file")),
+                    Ok(_) => ctx.problem(
+                        &format!("{p}.file"),
+                        format!("`{f}` does not exist"),
+                        Some("the file is bundled from next to the compose file"),
+                    ),
                     Err(m) => ctx.problem(&format!("{p}.file"), m, None),
                 }
             } else if let Some(Json::String(var)) = o.get("environment") {
@@ -265,16 +289,19 @@ pub(crate) fn normalize(
         }
     }
     if !networks.iter().any(|n| n.key == "default") && services.values().any(|s| s.networks.contains_key("default")) {
-        networks.insert(0, NetworkDef {
-            key: "default".into(),
-            name: format!("{project}_default"),
-            external: false,
-            driver: None,
-            driver_opts: BTreeMap::new(),
-            internal: false,
-            subnets: vec![],
-            labels: BTreeMap::new(),
-        });
+        networks.insert(
+            0,
+            NetworkDef {
+                key: "default".into(),
+                name: format!("{project}_default"),
+                external: false,
+                driver: None,
+                driver_opts: BTreeMap::new(),
+                internal: false,
+                subnets: vec![],
+                labels: BTreeMap::new(),
+            },
+        );
     }
     Resolved { services, volumes, networks }
 }
@@ -282,7 +309,11 @@ pub(crate) fn normalize(
 fn check_keys(ctx: &mut Ctx<'_>, o: &Map<String, Json>, path: &str, known: &[&str]) {
     for k in o.keys() {
         if !known.contains(&k.as_str()) && !k.starts_with("x-") {
-            ctx.structural(&format!("{path}.{k}"), format!("unknown key `{k}`"), Some(&format!("known keys here: {}", known.join(", "))));
+            ctx.structural(
+                &format!("{path}.{k}"),
+                format!("unknown key `{k}`"),
+                Some(&format!("known keys here: {}", known.join(", "))),
+            );
         }
     }
 }
@@ -296,7 +327,8 @@ fn external(ctx: &mut Ctx<'_>, o: &Map<String, Json>, path: &str) -> (bool, Opti
 }
 
 fn opts(ctx: &mut Ctx<'_>, v: Option<&Json>, path: &str) -> BTreeMap<String, String> {
-    v.map(|v| ctx.map_or_list(v, path, '=').into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect()).unwrap_or_default()
+    v.map(|v| ctx.map_or_list(v, path, '=').into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect())
+        .unwrap_or_default()
 }
 
 fn valid_name(n: &str) -> bool {
@@ -356,8 +388,12 @@ pub fn resolve(manifest: &Manifest, values: &BTreeMap<String, String>) -> Result
     let bundled = bundled_paths(manifest);
     let exists = |p: &str| bundled.contains(p);
     let mut sources = Sources { exists: &exists, files: BTreeSet::new(), anonymous: BTreeSet::new() };
-    let all: BTreeSet<String> =
-        manifest.stack.get("services").and_then(Json::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let all: BTreeSet<String> = manifest
+        .stack
+        .get("services")
+        .and_then(Json::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
     let resolved = normalize(&mut ctx, &manifest.stack, &manifest.project, &all, &mut sources);
     if ctx.problems.is_empty() { Ok(resolved) } else { Err(Problems(ctx.problems)) }
 }
@@ -374,7 +410,11 @@ pub fn probe(manifest: &Manifest) -> Resolved {
     let bundled = bundled_paths(manifest);
     let exists = |p: &str| bundled.contains(p);
     let mut sources = Sources { exists: &exists, files: BTreeSet::new(), anonymous: BTreeSet::new() };
-    let all: BTreeSet<String> =
-        manifest.stack.get("services").and_then(Json::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let all: BTreeSet<String> = manifest
+        .stack
+        .get("services")
+        .and_then(Json::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
     normalize(&mut ctx, &manifest.stack, &manifest.project, &all, &mut sources)
 }

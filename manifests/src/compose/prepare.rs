@@ -74,7 +74,13 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Prepared, Problems> {
 }
 
 fn problem(file: &str, text: &str, path: &str, message: String, hint: Option<&str>) -> Problem {
-    Problem { file: file.into(), line: yaml::locate(text, path), path: path.into(), message, hint: hint.map(String::from) }
+    Problem {
+        file: file.into(),
+        line: yaml::locate(text, path),
+        path: path.into(),
+        message,
+        hint: hint.map(String::from),
+    }
 }
 
 /// Prepare from text; `base` is the compose file's directory.
@@ -87,14 +93,32 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
         Ok(Json::Object(m)) => m,
         Ok(_) => return Err(Problems(vec![problem(file, text, "", "the file is not a YAML map".into(), None)])),
         Err(m) => {
-            return Err(Problems(vec![problem(file, text, "", m, Some("fix the YAML syntax; anchors, aliases and `<<` merge keys are supported"))]));
+            return Err(Problems(vec![problem(
+                file,
+                text,
+                "",
+                m,
+                Some("fix the YAML syntax; anchors, aliases and `<<` merge keys are supported"),
+            )]));
         }
     };
     for k in root.keys() {
         if k == "include" {
-            problems.push(problem(file, text, k, "`include` is not supported yet".into(), Some("use `extends` with `file:`, or merge the included file into this one")));
+            problems.push(problem(
+                file,
+                text,
+                k,
+                "`include` is not supported yet".into(),
+                Some("use `extends` with `file:`, or merge the included file into this one"),
+            ));
         } else if !TOP_KEYS.contains(&k.as_str()) && !k.starts_with("x-") {
-            problems.push(problem(file, text, k, format!("unknown top-level key `{k}`"), Some(&format!("known: {}; extensions start with `x-`", TOP_KEYS.join(", ")))));
+            problems.push(problem(
+                file,
+                text,
+                k,
+                format!("unknown top-level key `{k}`"),
+                Some(&format!("known: {}; extensions start with `x-`", TOP_KEYS.join(", "))),
+            ));
         }
     }
 
@@ -117,21 +141,41 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
     // x-bundle.
     let xb = root.get("x-bundle").and_then(Json::as_object);
     let Some(xb) = xb else {
-        problems.push(problem(file, text, "", "no `x-bundle` block".into(), Some("add `x-bundle: {product: NAME}` at the top level")));
+        problems.push(problem(
+            file,
+            text,
+            "",
+            "no `x-bundle` block".into(),
+            Some("add `x-bundle: {product: NAME}` at the top level"),
+        ));
         return Err(Problems(problems));
     };
-    let xs = |k: &str| xb.get(k).and_then(|v| match v {
-        Json::String(s) => Some(s.clone()),
-        Json::Number(n) => Some(n.to_string()),
-        _ => None,
-    });
+    let xs = |k: &str| {
+        xb.get(k).and_then(|v| match v {
+            Json::String(s) => Some(s.clone()),
+            Json::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    };
     let product = xs("product").unwrap_or_default();
     if product.is_empty() {
-        problems.push(problem(file, text, "x-bundle", "`x-bundle.product` is missing".into(), Some("name the product: `x-bundle: {product: NAME}`")));
+        problems.push(problem(
+            file,
+            text,
+            "x-bundle",
+            "`x-bundle.product` is missing".into(),
+            Some("name the product: `x-bundle: {product: NAME}`"),
+        ));
     }
     for k in xb.keys() {
         if !["product", "channel", "migrations", "backup", "variables", "health", "pin"].contains(&k.as_str()) {
-            problems.push(problem(file, text, &format!("x-bundle.{k}"), format!("unknown x-bundle key `{k}`"), Some("known: product, channel, migrations, backup, variables, health, pin")));
+            problems.push(problem(
+                file,
+                text,
+                &format!("x-bundle.{k}"),
+                format!("unknown x-bundle key `{k}`"),
+                Some("known: product, channel, migrations, backup, variables, health, pin"),
+            ));
         }
     }
     let names_list = |k: &str| -> Vec<String> {
@@ -149,7 +193,13 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
         for (name, v) in vars {
             let p = format!("x-bundle.variables.{name}");
             if !valid_variable_name(name) {
-                problems.push(problem(file, text, &p, format!("variable `{name}`: names are letters, digits and `_`"), None));
+                problems.push(problem(
+                    file,
+                    text,
+                    &p,
+                    format!("variable `{name}`: names are letters, digits and `_`"),
+                    None,
+                ));
             }
             let o = v.as_object().cloned().unwrap_or_default();
             let secret = o.get("secret").and_then(Json::as_bool).unwrap_or(false);
@@ -159,15 +209,28 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
                 other => Some(other.to_string()),
             });
             if secret && default.is_some() {
-                problems.push(problem(file, text, &p, format!("variable `{name}` is secret and has a default"), Some("a secret's value must never be in the bundle; remove the default")));
+                problems.push(problem(
+                    file,
+                    text,
+                    &p,
+                    format!("variable `{name}` is secret and has a default"),
+                    Some("a secret's value must never be in the bundle; remove the default"),
+                ));
             }
             for k in o.keys() {
                 if !["secret", "default", "description"].contains(&k.as_str()) {
-                    problems.push(problem(file, text, &format!("{p}.{k}"), format!("unknown variable key `{k}`"), Some("known: secret, default, description")));
+                    problems.push(problem(
+                        file,
+                        text,
+                        &format!("{p}.{k}"),
+                        format!("unknown variable key `{k}`"),
+                        Some("known: secret, default, description"),
+                    ));
                 }
             }
             let description = o.get("description").and_then(Json::as_str).map(String::from);
-            declared.insert(name.clone(), VariableDef { secret, default, description, optional: false, declared: true });
+            declared
+                .insert(name.clone(), VariableDef { secret, default, description, optional: false, declared: true });
         }
     }
     let timeout_ms = match xb.get("health").and_then(|h| h.get("timeout")) {
@@ -236,7 +299,10 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
             text,
             "services",
             "every service belongs to a profile, and no profile is active".into(),
-            Some(&format!("choose what to bundle with --profile (profiles here: {})", offered.into_iter().collect::<Vec<_>>().join(", "))),
+            Some(&format!(
+                "choose what to bundle with --profile (profiles here: {})",
+                offered.into_iter().collect::<Vec<_>>().join(", ")
+            )),
         ));
     }
     let mut stack = Map::new();
@@ -248,7 +314,12 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
                 .filter(|(k, _)| !k.starts_with("x-"))
                 .map(|(k, v)| {
                     let v = match v {
-                        Json::Object(o) => Json::Object(o.iter().filter(|(k, _)| !k.starts_with("x-")).map(|(k, v)| (k.clone(), v.clone())).collect()),
+                        Json::Object(o) => Json::Object(
+                            o.iter()
+                                .filter(|(k, _)| !k.starts_with("x-"))
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                        ),
                         other => other.clone(),
                     };
                     (k.clone(), v)
@@ -293,13 +364,23 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
     }
     for n in &pinned_names {
         if declared.get(n).is_some_and(|d| d.secret) {
-            problems.push(problem(file, text, "x-bundle.pin", format!("variable {n} is secret and cannot be pinned into the bundle"), Some("a secret is a site value; keep it out of `image`, `name` and `x-bundle.pin`")));
+            problems.push(problem(
+                file,
+                text,
+                "x-bundle.pin",
+                format!("variable {n} is secret and cannot be pinned into the bundle"),
+                Some("a secret is a site value; keep it out of `image`, `name` and `x-bundle.pin`"),
+            ));
         }
     }
     let pinned: BTreeMap<String, String> =
         pinned_names.iter().filter_map(|n| env.get(n).map(|v| (n.clone(), v.clone()))).collect();
     let pin_lookup = |n: &str| {
-        if pinned_names.contains(n) { Some(pinned.get(n).map_or(Value::Unset, |v| Value::Set(v.clone()))) } else { None }
+        if pinned_names.contains(n) {
+            Some(pinned.get(n).map_or(Value::Unset, |v| Value::Set(v.clone())))
+        } else {
+            None
+        }
     };
     let mut syntax = Vec::new();
     map_strings(&mut stack, "", &mut |path, s| match interpolate::parse(s) {
@@ -339,7 +420,10 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
             match svc.get("environment") {
                 Some(Json::Object(m)) => m.iter().filter(|(_, v)| v.is_null()).for_each(|(k, _)| note(k, true, None)),
                 Some(Json::Array(a)) => {
-                    a.iter().filter_map(Json::as_str).filter(|s| !s.contains('=')).for_each(|k| note(k.trim(), true, None));
+                    a.iter()
+                        .filter_map(Json::as_str)
+                        .filter(|s| !s.contains('='))
+                        .for_each(|k| note(k.trim(), true, None));
                 }
                 _ => {}
             }
@@ -377,12 +461,24 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
     problems.extend(ctx.problems);
     for job in migrations.iter().chain(backup.iter()) {
         match probe.services.get(job) {
-            None => problems.push(problem(file, text, "x-bundle", format!("x-bundle names `{job}` as a migration or backup, but there is no such service"), None)),
+            None => problems.push(problem(
+                file,
+                text,
+                "x-bundle",
+                format!("x-bundle names `{job}` as a migration or backup, but there is no such service"),
+                None,
+            )),
             Some(s) => {
                 if let Some(r) = &s.restart
                     && r != "no"
                 {
-                    problems.push(problem(file, text, &format!("services.{job}.restart"), format!("`{job}` is a one-shot job (migration or backup) and cannot have `restart: {r}`"), Some("remove `restart` from the job")));
+                    problems.push(problem(
+                        file,
+                        text,
+                        &format!("services.{job}.restart"),
+                        format!("`{job}` is a one-shot job (migration or backup) and cannot have `restart: {r}`"),
+                        Some("remove `restart` from the job"),
+                    ));
                 }
             }
         }
@@ -412,7 +508,12 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
 
 /// Apply `extends` (same file, or `file:` beside it), as compose merges: maps merged key by key,
 /// these lists appended, everything else replaced by the extending service.
-fn extend(svc: &Map<String, Json>, same_file: &Map<String, Json>, base: &Path, depth: usize) -> Result<Map<String, Json>, String> {
+fn extend(
+    svc: &Map<String, Json>,
+    same_file: &Map<String, Json>,
+    base: &Path,
+    depth: usize,
+) -> Result<Map<String, Json>, String> {
     if depth > 10 {
         return Err("`extends` nests more than 10 levels (a cycle?)".into());
     }
@@ -436,7 +537,9 @@ fn extend(svc: &Map<String, Json>, same_file: &Map<String, Json>, base: &Path, d
             (svcs.get(&target).cloned(), svcs, path.parent().map_or_else(|| base.to_path_buf(), Path::to_path_buf))
         }
     };
-    let parent = parent.and_then(|p| p.as_object().cloned()).ok_or_else(|| format!("`extends`: there is no service `{target}`"))?;
+    let parent = parent
+        .and_then(|p| p.as_object().cloned())
+        .ok_or_else(|| format!("`extends`: there is no service `{target}`"))?;
     let parent = extend(&parent, &parent_services, &parent_base, depth + 1)?;
     let mut out = parent;
     out.remove("extends");
@@ -453,7 +556,25 @@ fn extend(svc: &Map<String, Json>, same_file: &Map<String, Json>, base: &Path, d
                 Json::Object(m)
             }
             (Some(Json::Array(a)), Json::Array(b))
-                if matches!(k.as_str(), "ports" | "expose" | "dns" | "dns_search" | "tmpfs" | "volumes" | "devices" | "cap_add" | "cap_drop" | "security_opt" | "extra_hosts" | "env_file" | "labels" | "environment" | "secrets" | "configs") =>
+                if matches!(
+                    k.as_str(),
+                    "ports"
+                        | "expose"
+                        | "dns"
+                        | "dns_search"
+                        | "tmpfs"
+                        | "volumes"
+                        | "devices"
+                        | "cap_add"
+                        | "cap_drop"
+                        | "security_opt"
+                        | "extra_hosts"
+                        | "env_file"
+                        | "labels"
+                        | "environment"
+                        | "secrets"
+                        | "configs"
+                ) =>
             {
                 let mut l = a.clone();
                 l.extend(b.iter().cloned());
@@ -516,5 +637,6 @@ fn valid_project_name(s: &str) -> bool {
 }
 
 fn valid_variable_name(s: &str) -> bool {
-    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -387,7 +387,11 @@ fn env_files(ctx: &mut Ctx<'_>, v: &Json, path: &str, out: &mut Vec<String>, sou
                     sources.files.insert(rel.clone());
                     out.push(rel);
                 } else if required {
-                    ctx.problem(&ip, format!("env file `{file}` does not exist"), Some("create it, or write `{path: FILE, required: false}`"));
+                    ctx.problem(
+                        &ip,
+                        format!("env file `{file}` does not exist"),
+                        Some("create it, or write `{path: FILE, required: false}`"),
+                    );
                 }
             }
             Err(m) => ctx.problem(&ip, m, None),
@@ -538,7 +542,11 @@ fn volume(ctx: &mut Ctx<'_>, v: &Json, path: &str, names: &StackNames, sources: 
                         }
                     }
                     other => {
-                        ctx.problem(path, format!("`{s}`: mode `{other}` (use ro, rw, z, Z, nocopy or a propagation)"), None);
+                        ctx.problem(
+                            path,
+                            format!("`{s}`: mode `{other}` (use ro, rw, z, Z, nocopy or a propagation)"),
+                            None,
+                        );
                         return None;
                     }
                 }
@@ -616,7 +624,8 @@ fn service_of(path: &str) -> &str {
 
 /// The volume key an anonymous volume of `service` at `target` gets.
 pub(super) fn anonymous_volume_key(service: &str, target: &str) -> String {
-    let t: String = target.trim_matches('/').chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let t: String =
+        target.trim_matches('/').chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     format!("{service}_anon_{t}")
 }
 
@@ -684,7 +693,18 @@ fn networks(
                         ips.insert(n.clone(), ip);
                     }
                     for k in o.keys() {
-                        if !matches!(k.as_str(), "aliases" | "ipv4_address" | "ipv6_address" | "priority" | "gw_priority" | "link_local_ips" | "driver_opts" | "mac_address" | "interface_name") {
+                        if !matches!(
+                            k.as_str(),
+                            "aliases"
+                                | "ipv4_address"
+                                | "ipv6_address"
+                                | "priority"
+                                | "gw_priority"
+                                | "link_local_ips"
+                                | "driver_opts"
+                                | "mac_address"
+                                | "interface_name"
+                        ) {
                             ctx.structural(&format!("{np}.{k}"), format!("unknown network option `{k}`"), None);
                         }
                     }
@@ -719,7 +739,11 @@ fn depends_on(ctx: &mut Ctx<'_>, v: &Json, path: &str, names: &StackNames, out: 
                             "service_healthy" => Condition::Healthy,
                             "service_completed_successfully" => Condition::CompletedSuccessfully,
                             other => {
-                                ctx.problem(&ep, format!("unknown condition `{other}`"), Some("use service_started, service_healthy or service_completed_successfully"));
+                                ctx.problem(
+                                    &ep,
+                                    format!("unknown condition `{other}`"),
+                                    Some("use service_started, service_healthy or service_completed_successfully"),
+                                );
                                 continue;
                             }
                         };
@@ -740,7 +764,11 @@ fn depends_on(ctx: &mut Ctx<'_>, v: &Json, path: &str, names: &StackNames, out: 
             if required && !names.all_services.contains(&dep) {
                 ctx.problem(path, format!("there is no service `{dep}`"), None);
             } else if required {
-                ctx.problem(path, format!("service `{dep}` is not in the bundle (its profile is not active)"), Some("build with `--profile` naming its profile, or mark the dependency `required: false`"));
+                ctx.problem(
+                    path,
+                    format!("service `{dep}` is not in the bundle (its profile is not active)"),
+                    Some("build with `--profile` naming its profile, or mark the dependency `required: false`"),
+                );
             }
             continue;
         }
@@ -785,7 +813,9 @@ fn healthcheck(ctx: &mut Ctx<'_>, v: &Json, path: &str) -> Option<HealthcheckDef
             "start_period" => def.start_period_ms = ctx.parsed(x, &kp, parse_duration),
             "start_interval" => def.start_interval_ms = ctx.parsed(x, &kp, parse_duration),
             "retries" => {
-                def.retries = ctx.parsed(x, &kp, |s| s.trim().parse::<u32>().map_err(|_| format!("`{s}` is not a whole number of retries")));
+                def.retries = ctx.parsed(x, &kp, |s| {
+                    s.trim().parse::<u32>().map_err(|_| format!("`{s}` is not a whole number of retries"))
+                });
             }
             "disable" => {
                 if ctx.bool(x, &kp) == Some(true) {
@@ -803,15 +833,27 @@ fn healthcheck(ctx: &mut Ctx<'_>, v: &Json, path: &str) -> Option<HealthcheckDef
 
 fn logging(ctx: &mut Ctx<'_>, v: &Json, path: &str) -> Option<LoggingDef> {
     let Json::Object(l) = v else { return None };
-    let driver = l.get("driver").and_then(|d| ctx.str(d, &format!("{path}.driver"))).unwrap_or_else(|| "json-file".into());
+    let driver =
+        l.get("driver").and_then(|d| ctx.str(d, &format!("{path}.driver"))).unwrap_or_else(|| "json-file".into());
     let options = match l.get("options") {
-        Some(o) => ctx.map_or_list(o, &format!("{path}.options"), '=').into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect(),
+        Some(o) => ctx
+            .map_or_list(o, &format!("{path}.options"), '=')
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect(),
         None => BTreeMap::new(),
     };
     Some(LoggingDef { driver, options })
 }
 
-fn deploy(ctx: &mut Ctx<'_>, v: &Json, path: &str, limits: &mut LimitsDef, rt: &mut RuntimeDef, restart: &mut Option<String>) {
+fn deploy(
+    ctx: &mut Ctx<'_>,
+    v: &Json,
+    path: &str,
+    limits: &mut LimitsDef,
+    rt: &mut RuntimeDef,
+    restart: &mut Option<String>,
+) {
     let Json::Object(d) = v else { return };
     for (k, x) in d {
         let kp = format!("{path}.{k}");
@@ -834,7 +876,11 @@ fn deploy(ctx: &mut Ctx<'_>, v: &Json, path: &str, limits: &mut LimitsDef, rt: &
                         rt.mem_reservation = ctx.parsed(m, &format!("{kp}.reservations.memory"), parse_bytes);
                     }
                     if res.get("devices").is_some() {
-                        ctx.structural(&format!("{kp}.reservations.devices"), "device reservations (GPUs) are not supported yet", None);
+                        ctx.structural(
+                            &format!("{kp}.reservations.devices"),
+                            "device reservations (GPUs) are not supported yet",
+                            None,
+                        );
                     }
                     // `cpus`: Docker has no CPU reservation on one host; compose ignores it too.
                 }
@@ -856,7 +902,11 @@ fn deploy(ctx: &mut Ctx<'_>, v: &Json, path: &str, limits: &mut LimitsDef, rt: &
             }
             "replicas" => {
                 if ctx.int(x, &kp).is_some_and(|n| n > 1) {
-                    ctx.problem(&kp, "more than one replica", Some("one host runs one replica per service; for several hosts see Swarm support"));
+                    ctx.problem(
+                        &kp,
+                        "more than one replica",
+                        Some("one host runs one replica per service; for several hosts see Swarm support"),
+                    );
                 }
             }
             "mode" | "labels" | "update_config" | "rollback_config" | "placement" | "endpoint_mode" => {}

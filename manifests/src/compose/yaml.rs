@@ -40,7 +40,8 @@ pub fn locate(text: &str, path: &str) -> Option<usize> {
     if text.is_empty() {
         return None;
     }
-    let segments: Vec<&str> = path.split('.').map(|s| s.split('[').next().unwrap_or(s)).filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> =
+        path.split('.').map(|s| s.split('[').next().unwrap_or(s)).filter(|s| !s.is_empty()).collect();
     let lines: Vec<&str> = text.lines().collect();
     let mut start = 0usize;
     let mut parent_indent: Option<usize> = None;
@@ -84,7 +85,9 @@ mod tests {
 
     #[test]
     fn anchors_and_merge_keys() {
-        let v = parse("x-base: &base\n  image: a\n  restart: always\nservices:\n  s:\n    <<: *base\n    restart: 'no'\n").unwrap();
+        let v =
+            parse("x-base: &base\n  image: a\n  restart: always\nservices:\n  s:\n    <<: *base\n    restart: 'no'\n")
+                .unwrap();
         assert_eq!(v["services"]["s"]["image"], "a");
         assert_eq!(v["services"]["s"]["restart"], "no");
     }
@@ -104,7 +107,9 @@ mod tests {
         let names = ["b", "c", "d", "e", "f", "g", "h", "i"];
         let mut prev = "a";
         for n in names {
-            text.push_str(&format!("{n}: &{n} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+            text.push_str(&format!(
+                "{n}: &{n} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+            ));
             prev = n;
         }
         let started = std::time::Instant::now();
