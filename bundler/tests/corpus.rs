@@ -67,3 +67,22 @@ fn vendor_compose_files_are_accepted_as_written() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(accepted >= 15, "only {accepted} accepted");
 }
+
+#[test]
+fn a_bundled_directory_over_the_file_limit_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let compose = dir.path().join("compose.yaml");
+    std::fs::write(
+        &compose,
+        "x-bundle: {product: p}\nservices:\n  a:\n    image: r/a:1\n    volumes: [\"./many:/many:ro\"]\n",
+    )
+    .unwrap();
+    let many = dir.path().join("many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..=bundler::build::MAX_TREE_FILES {
+        std::fs::write(many.join(i.to_string()), b"").unwrap();
+    }
+    let prepared = manifests::compose::load(&compose, &manifests::compose::LoadOptions::default()).unwrap();
+    let err = bundler::build::check_sources(&compose, &prepared).unwrap_err().to_string();
+    assert!(err.contains("`many`") && err.contains("more than 10000 files"), "{err}");
+}

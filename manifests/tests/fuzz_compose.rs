@@ -36,10 +36,41 @@ fn template() -> impl Strategy<Value = String> {
 }
 
 const SERVICE_KEYS: &[&str] = &[
-    "image", "command", "entrypoint", "environment", "env_file", "ports", "expose", "volumes", "tmpfs", "networks",
-    "network_mode", "depends_on", "healthcheck", "restart", "user", "labels", "deploy", "ulimits", "extra_hosts",
-    "sysctls", "secrets", "configs", "devices", "stop_grace_period", "shm_size", "init", "read_only", "profiles",
-    "extends", "links", "volumes_from", "mem_limit", "cpus", "x-ext", "bogus",
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "ports",
+    "expose",
+    "volumes",
+    "tmpfs",
+    "networks",
+    "network_mode",
+    "depends_on",
+    "healthcheck",
+    "restart",
+    "user",
+    "labels",
+    "deploy",
+    "ulimits",
+    "extra_hosts",
+    "sysctls",
+    "secrets",
+    "configs",
+    "devices",
+    "stop_grace_period",
+    "shm_size",
+    "init",
+    "read_only",
+    "profiles",
+    "extends",
+    "links",
+    "volumes_from",
+    "mem_limit",
+    "cpus",
+    "x-ext",
+    "bogus",
 ];
 
 fn scalar() -> impl Strategy<Value = Json> {
@@ -58,7 +89,14 @@ fn node() -> impl Strategy<Value = Json> {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
             proptest::collection::btree_map(
-                prop_oneof![Just("test".to_string()), Just("target".to_string()), Just("source".to_string()), Just("type".to_string()), Just("condition".to_string()), "[a-z_]{1,6}"],
+                prop_oneof![
+                    Just("test".to_string()),
+                    Just("target".to_string()),
+                    Just("source".to_string()),
+                    Just("type".to_string()),
+                    Just("condition".to_string()),
+                    "[a-z_]{1,6}"
+                ],
                 inner,
                 0..4
             )

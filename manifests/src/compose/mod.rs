@@ -418,3 +418,6 @@ pub fn probe(manifest: &Manifest) -> Resolved {
         .unwrap_or_default();
     normalize(&mut ctx, &manifest.stack, &manifest.project, &all, &mut sources)
 }
+
+#[cfg(test)]
+mod tests;

@@ -488,6 +488,8 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
     }
     let images: BTreeSet<String> = probe.services.values().map(|s| s.image.clone()).filter(|i| !i.is_empty()).collect();
     if !problems.is_empty() {
+        // In the order of the file, as an author reads it.
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
         return Err(Problems(problems));
     }
     Ok(Prepared {
@@ -548,7 +550,7 @@ fn extend(
             continue;
         }
         let merged = match (out.get(k), v) {
-            (Some(Json::Object(a)), Json::Object(b)) if k != "healthcheck" || true => {
+            (Some(Json::Object(a)), Json::Object(b)) => {
                 let mut m = a.clone();
                 for (bk, bv) in b {
                     m.insert(bk.clone(), bv.clone());
