@@ -105,9 +105,13 @@ pub async fn host_state<E: Engine>(
 ) -> Result<HostState, InstallError> {
     let containers =
         engine.project_containers(&manifest.project).await?.into_iter().map(|c| (c.name.clone(), c)).collect();
+    let kind = engine.info().await?.kind;
+    let earlier = state.release_manifests();
+    let known: Vec<&manifests::Image> =
+        manifest.images.iter().chain(earlier.iter().flat_map(|m| m.images.iter())).collect();
     Ok(HostState {
-        image_ids: engine.image_ids().await?,
-        chain_ids: engine.chain_ids().await?,
+        engine: kind,
+        holdings: kind.strategy().holdings(&engine.images().await?, &known),
         containers,
         migrations: state.migrations()?,
     })
@@ -540,12 +544,18 @@ async fn load_images<E: Engine>(
         images_present: load.images.iter().filter(|i| i.action == ImageAction::Present).count(),
     });
     match run_pass(ctx, signed, load).await {
-        Err(InstallError::Load { message }) if message.contains("no such file") => {
+        // An engine that wants a layer file we left out (graph driver: "no such file"; containerd
+        // store: "not found" or an unpack error; Podman: "missing"): once more, with every layer.
+        Err(InstallError::Load { message })
+            if load.images.iter().any(|i| i.layers_skipped > 0 && i.action == ImageAction::Load)
+                && ["no such file", "not found", "Error unpacking", "missing"].iter().any(|m| message.contains(m)) =>
+        {
             ctx.reporter.event(&Event::Info {
-                message: format!("Docker needs every layer ({message}); sending all layers of the new images"),
+                message: format!("the engine needs every layer ({message}); sending all layers of the new images"),
             });
-            let host_ids = ctx.engine.image_ids().await?;
-            let full = crate::load::plan_load(ctx.manifest, &host_ids, &Default::default(), false);
+            let kind = ctx.engine.info().await?.kind;
+            let holdings = kind.strategy().holdings(&ctx.engine.images().await?, &[]);
+            let full = crate::load::plan_load(ctx.manifest, kind.strategy(), &holdings, false);
             let signed = verify::open(path, keys)?;
             let (v, _) = run_pass(ctx, signed, &full).await?;
             tag_present(ctx, &the_plan.load).await?;
@@ -575,7 +585,7 @@ async fn run_pass<E: Engine>(
 ) -> Result<(VerifiedBundle, u64), InstallError> {
     let SignedBundle { path, reader, signer, manifest_sha256 } = signed;
     let manifest = reader.manifest().clone();
-    let needs_docker = !load.docker_manifest.is_empty();
+    let needs_docker = !load.trailer.is_empty();
     let (tx, rx) = mpsc::channel(8);
     let files = FilesTarget { release_dir: ctx.state.release_dir(manifest.release) };
     if let Some(parent) = files.release_dir.parent() {

@@ -4,11 +4,12 @@
 //! - [`plan`]: pure (manifest, host state) -> [`plan::Plan`]
 //! - [`load`]: the one pass over the bundle that streams a docker-save archive to Docker
 //! - [`apply`]: runs the plan, journaled in [`state`]
-//! - [`engine`]: the [`engine::Engine`] seam; [`docker`] is the only module importing bollard
+//! - [`engine`]: the [`engine::Engine`] seam; [`engine::docker`] is the only module importing
+//!   bollard; one file per engine strategy ([`engine::graph`], [`engine::containerd`],
+//!   [`engine::podman`]) decides what to send and how images are named
 //! - [`status`], [`prune`], [`preflight`], [`values`], [`trust`], [`report`]
 
 pub mod apply;
-pub mod docker;
 pub mod engine;
 pub mod error;
 pub mod load;

@@ -1,17 +1,19 @@
 //! Loading images without an extracted copy of the bundle: one pass over the bundle file that
-//! verifies every entry and, on the fly, turns the blobs Docker lacks into a docker-save archive
-//! streamed to the Engine's image-load endpoint.
+//! verifies every entry and, on the fly, turns the blobs the engine lacks into the archive
+//! `docker save` writes since Docker 25 (`oci-layout`, `index.json`, `blobs/sha256/…` and a
+//! `manifest.json` naming the same blobs), streamed to the engine's image-load endpoint. Every
+//! engine reads it: graph drivers take `manifest.json`, the containerd store and Podman take the
+//! OCI layout (shared/notes/engines.md).
 //!
 //! Safety of the stream (see docs/adr/0002-streaming-load.md):
 //! - the reader hands out the last bytes of an entry only after its sha256 matched, so a changed
 //!   blob is never sent whole;
-//! - `manifest.json`, which is what makes Docker register and tag anything, is sent last, after
-//!   every entry of the bundle (and the end of the archive) was verified;
+//! - `manifest.json` and `index.json`, which are what make an engine register and tag anything,
+//!   are sent last, after every entry of the bundle (and the end of the archive) was verified;
 //! - on any mismatch the body stream ends with an error, the upload is aborted, and Docker keeps
 //!   nothing (checked on Docker 20.10: an interrupted load leaves no image, layer or tag).
 //!
-//! Layers whose chain ID the daemon already has are left out of the archive: Docker 20.10 does
-//! not open the file of a layer it has (shared/notes/docker-load.md).
+//! Which layers may be left out is the engine strategy's decision ([`crate::engine::Strategy`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
@@ -19,7 +21,9 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use manifests::layout::{COMPOSE, STACK_FILES_DIR};
-use manifests::{BundleError, BundleReader, Digest, Manifest};
+use manifests::{BundleError, BundleReader, Digest, Image, Manifest};
+
+use crate::engine::{Holdings, Strategy};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
@@ -53,7 +57,7 @@ pub enum ImageAction {
 pub struct ImagePlan {
     /// Reference.
     pub reference: String,
-    /// Image ID (config digest).
+    /// The engine's ID of the image (config digest, or manifest digest on the containerd store).
     pub image_id: Digest,
     /// Present or load.
     pub action: ImageAction,
@@ -63,17 +67,18 @@ pub struct ImagePlan {
     pub layers_skipped: usize,
 }
 
-/// Which blobs go to Docker and the docker-save `manifest.json` that goes last.
+/// Which blobs go to the engine and the index files that go last.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadPlan {
     /// Per image.
     pub images: Vec<ImagePlan>,
-    /// Blob digest -> file name inside the docker-save archive.
+    /// Blob digest -> file name inside the archive.
     #[serde(skip)]
     pub send: BTreeMap<Digest, String>,
-    /// The docker-save manifest.json (empty when nothing is loaded).
+    /// `oci-layout`, `index.json`, `manifest.json`, written after everything was verified
+    /// (empty when nothing is loaded).
     #[serde(skip)]
-    pub docker_manifest: Vec<u8>,
+    pub trailer: Vec<(String, Vec<u8>)>,
     /// Bytes of blobs sent.
     pub bytes_to_send: u64,
     /// Bytes of blobs the host already has.
@@ -90,24 +95,44 @@ struct SaveEntry {
     layers: Vec<String>,
 }
 
+/// The name an OCI layout gives an image: fully qualified, as `docker save` writes it in
+/// `io.containerd.image.name` (`nginx:1.27` -> `docker.io/library/nginx:1.27`).
+#[must_use]
+pub fn fully_qualified(reference: &str) -> String {
+    let first = reference.split('/').next().unwrap_or("");
+    let has_registry = reference.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if has_registry {
+        reference.to_string()
+    } else if reference.contains('/') {
+        format!("docker.io/{reference}")
+    } else {
+        format!("docker.io/library/{reference}")
+    }
+}
+
+fn blob_name(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
 /// Decide what to send. `skip_present_layers = false` is the fallback that sends every layer of
 /// the images to load.
 #[must_use]
 pub fn plan_load(
     manifest: &Manifest,
-    image_ids: &BTreeSet<Digest>,
-    chains: &BTreeSet<Digest>,
+    strategy: &dyn Strategy,
+    holdings: &Holdings,
     skip_present_layers: bool,
 ) -> LoadPlan {
     let mut images = Vec::new();
     let mut send = BTreeMap::new();
     let mut entries: BTreeMap<Digest, SaveEntry> = BTreeMap::new();
+    let mut index: Vec<serde_json::Value> = Vec::new();
     let mut bytes_to_send = 0;
     let mut bytes_skipped = 0;
     let mut counted = BTreeSet::new();
     for image in &manifest.images {
-        let id = image.config.digest;
-        if image_ids.contains(&id) {
+        let id = strategy.image_id(image);
+        if holdings.ids.contains(&id) {
             for b in std::iter::once(&image.config).chain(image.layers.iter().map(|l| &l.blob)) {
                 if counted.insert(b.digest) {
                     bytes_skipped += b.size;
@@ -124,16 +149,18 @@ pub fn plan_load(
         }
         let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id).collect();
         let chain = chain_ids(&diff_ids);
-        let config_name = format!("{}.json", id.hex());
-        if send.insert(id, config_name.clone()).is_none() {
-            bytes_to_send += image.config.size;
+        let config_name = blob_name(&image.config.digest);
+        for b in [&image.manifest, &image.config] {
+            if send.insert(b.digest, blob_name(&b.digest)).is_none() {
+                bytes_to_send += b.size;
+            }
         }
         let mut layer_names = Vec::new();
         let (mut sent, mut skipped) = (0, 0);
         for (layer, chain_id) in image.layers.iter().zip(&chain) {
-            let name = format!("{}/layer.tar", layer.blob.digest.hex());
+            let name = blob_name(&layer.blob.digest);
             layer_names.push(name.clone());
-            if skip_present_layers && chains.contains(chain_id) {
+            if skip_present_layers && strategy.may_skip(layer, chain_id, holdings) {
                 skipped += 1;
                 if counted.insert(layer.blob.digest) {
                     bytes_skipped += layer.blob.size;
@@ -145,14 +172,15 @@ pub fn plan_load(
                 }
             }
         }
-        let entry = entries.entry(id).or_insert_with(|| SaveEntry {
+        let entry = entries.entry(image.config.digest).or_insert_with(|| SaveEntry {
             config: config_name,
             repo_tags: vec![],
             layers: layer_names,
         });
         if !image.reference.contains('@') {
-            entry.repo_tags.push(image.reference.clone());
+            entry.repo_tags.push(fully_qualified(&image.reference));
         }
+        index.push(index_entry(image));
         images.push(ImagePlan {
             reference: image.reference.clone(),
             image_id: id,
@@ -161,12 +189,40 @@ pub fn plan_load(
             layers_skipped: skipped,
         });
     }
-    let docker_manifest = if entries.is_empty() {
+    let trailer = if entries.is_empty() {
         Vec::new()
     } else {
-        serde_json::to_vec(&entries.into_values().collect::<Vec<_>>()).unwrap_or_default()
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": index,
+        });
+        vec![
+            ("oci-layout".to_string(), manifests::layout::OCI_LAYOUT_CONTENT.as_bytes().to_vec()),
+            ("index.json".to_string(), serde_json::to_vec(&index).unwrap_or_default()),
+            (
+                "manifest.json".to_string(),
+                serde_json::to_vec(&entries.into_values().collect::<Vec<_>>()).unwrap_or_default(),
+            ),
+        ]
     };
-    LoadPlan { images, send, docker_manifest, bytes_to_send, bytes_skipped }
+    LoadPlan { images, send, trailer, bytes_to_send, bytes_skipped }
+}
+
+/// One image in `index.json`, named as `docker save` names it.
+fn index_entry(image: &Image) -> serde_json::Value {
+    let name = fully_qualified(&image.reference);
+    let mut annotations = serde_json::Map::new();
+    annotations.insert("io.containerd.image.name".into(), name.clone().into());
+    if let Some(tag) = name.rsplit_once(':').map(|(_, t)| t).filter(|t| !t.contains('/') && !name.contains('@')) {
+        annotations.insert("org.opencontainers.image.ref.name".into(), tag.into());
+    }
+    serde_json::json!({
+        "mediaType": image.manifest.media_type,
+        "digest": image.manifest.digest.to_string(),
+        "size": image.manifest.size,
+        "annotations": annotations,
+    })
 }
 
 /// Where the pass writes the release's config files.
@@ -248,11 +304,16 @@ pub fn pass<R: io::Read>(
     }
     let mut report = PassReport::default();
     if let Some(mut w) = out {
-        // Everything verified: now, and only now, the manifest that makes Docker tag images.
-        let sink_err = |source| BundleError::Sink { path: "manifest.json".into(), source };
-        w.write_all(&tar_header("manifest.json", plan.docker_manifest.len() as u64)).map_err(sink_err)?;
-        w.write_all(&plan.docker_manifest).map_err(sink_err)?;
-        w.write_all(&vec![0u8; padding(plan.docker_manifest.len() as u64) + 1024]).map_err(sink_err)?;
+        // Everything verified: now, and only now, the index files that make an engine register
+        // and tag images.
+        for (name, data) in &plan.trailer {
+            let sink_err = |source| BundleError::Sink { path: name.clone(), source };
+            w.write_all(&tar_header(name, data.len() as u64)).map_err(sink_err)?;
+            w.write_all(data).map_err(sink_err)?;
+            w.write_all(&vec![0u8; padding(data.len() as u64)]).map_err(sink_err)?;
+        }
+        let sink_err = |source| BundleError::Sink { path: "end of archive".into(), source };
+        w.write_all(&[0u8; 1024]).map_err(sink_err)?;
         w.flush().map_err(sink_err)?;
         report.bytes_streamed = w.sent;
     }
@@ -314,7 +375,7 @@ fn padding(size: u64) -> usize {
 
 fn tar_header(name: &str, size: u64) -> [u8; 512] {
     let mut h = tar::Header::new_ustar();
-    // Names here are at most 80 bytes (`<64 hex>/layer.tar`), always valid.
+    // Names here are at most 77 bytes (`blobs/sha256/<64 hex>`), always valid.
     let _ = h.set_path(name);
     h.set_size(size);
     h.set_mode(0o644);
@@ -327,6 +388,15 @@ fn tar_header(name: &str, size: u64) -> [u8; 512] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_are_fully_qualified_as_docker_save_writes_them() {
+        assert_eq!(fully_qualified("nginx:1.27"), "docker.io/library/nginx:1.27");
+        assert_eq!(fully_qualified("bitnami/redis:7"), "docker.io/bitnami/redis:7");
+        assert_eq!(fully_qualified("127.0.0.1:5000/stack/web:1"), "127.0.0.1:5000/stack/web:1");
+        assert_eq!(fully_qualified("ghcr.io/a/b:2"), "ghcr.io/a/b:2");
+        assert_eq!(fully_qualified("localhost/x:1"), "localhost/x:1");
+    }
 
     #[test]
     fn chain_ids_follow_the_spec() {

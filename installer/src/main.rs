@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser};
 use cli::{ApplyArgs, Cli, Command};
 use installer::InstallError;
 use installer::apply::ApplyOptions;
-use installer::docker::DockerEngine;
+use installer::engine::docker::DockerEngine;
 use installer::state::StateDir;
 use manifests::Diagnose;
 use progress::{Terminal, human_bytes};
@@ -243,8 +243,13 @@ fn render_status(r: &installer::status::StatusReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{} {} (release {}), applied {}, Docker {}",
-        r.product, r.version, r.release, r.applied_at, r.docker_version
+        "{} {} (release {}), applied {}, engine {} ({})",
+        r.product,
+        r.version,
+        r.release,
+        r.applied_at,
+        r.docker_version,
+        r.engine.describe()
     );
     if !r.last_apply_finished {
         let _ =

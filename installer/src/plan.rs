@@ -147,10 +147,10 @@ pub struct HostPaths {
 /// What the host has, as far as the plan needs.
 #[derive(Debug, Clone, Default)]
 pub struct HostState {
-    /// Image IDs present.
-    pub image_ids: BTreeSet<Digest>,
-    /// Layer chain IDs present.
-    pub chain_ids: BTreeSet<Digest>,
+    /// Which engine (decides how images are named and what may be left out).
+    pub engine: crate::engine::EngineKind,
+    /// The images and layers it holds.
+    pub holdings: crate::engine::Holdings,
     /// Containers of the project by name.
     pub containers: BTreeMap<String, ContainerState>,
     /// Completed migrations.
@@ -184,7 +184,7 @@ pub fn plan(
 ) -> Result<Plan, String> {
     let stack = manifests::compose::resolve(manifest, values)
         .map_err(|p| format!("{p}the site's values do not fit the stack; nothing was changed"))?;
-    let load = plan_load(manifest, &host.image_ids, &host.chain_ids, skip_present_layers);
+    let load = plan_load(manifest, host.engine.strategy(), &host.holdings, skip_present_layers);
     let project = &manifest.project;
     // Jobs: migrations, backup, and anything another service waits to complete.
     let mut graph: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -221,6 +221,7 @@ pub fn plan(
             } else {
                 Kind::Service
             };
+            // The config digest, whatever the engine calls the image: identity is content.
             let image_id = manifest.image(&def.image).map(|i| i.config.digest);
             let mut spec = container_spec(manifest, &stack, &name, def, values, paths)?;
             let (config_hash, parts) = config_hash(manifest, def, image_id, file_digests);

@@ -183,7 +183,33 @@ pub fn check_host(manifest: &Manifest, plan: &Plan, info: &EngineInfo, state_dir
     push(
         "docker",
         version_at_least(&info.api_version, wanted),
-        format!("Docker {} (API {}), bundle needs API {wanted}", info.server_version, info.api_version),
+        format!(
+            "{} (API {}), bundle needs API {wanted}",
+            if info.product.is_empty() { format!("Docker {}", info.server_version) } else { info.product.clone() },
+            info.api_version
+        ),
+        Exit::PreflightDocker,
+    );
+    // Podman runs healthchecks only through systemd timers: without systemd they never run and
+    // a health gate would wait for its timeout.
+    let healthchecks = crate::engine::EngineKind::Podman == info.kind
+        && info.cgroup_driver != "systemd"
+        && manifests::compose::probe(manifest)
+            .services
+            .values()
+            .any(|s| s.healthcheck.as_ref().is_none_or(|h| h.test.first().is_none_or(|t| t != "NONE")));
+    push(
+        "engine",
+        !healthchecks,
+        if healthchecks {
+            format!(
+                "{}: its healthchecks need systemd (cgroup driver is {}), and this stack's health gates need them; run Podman under systemd (cgroup_manager = \"systemd\" in containers.conf), or use Docker",
+                info.kind.describe(),
+                if info.cgroup_driver.is_empty() { "unknown" } else { &info.cgroup_driver }
+            )
+        } else {
+            info.kind.describe().to_string()
+        },
         Exit::PreflightDocker,
     );
     push(

@@ -98,8 +98,11 @@ pub async fn prune<E: Engine>(state: &StateDir, engine: &E, dry_run: bool) -> Re
         let manifest = read_release(state, *release)?;
         kept_ids.extend(manifest.images.iter().map(|i| i.config.digest));
     }
-    // Image ID -> the references older releases gave it, and those releases.
-    let mut candidates: BTreeMap<Digest, (BTreeSet<String>, BTreeSet<u64>)> = BTreeMap::new();
+    // Decided by config digest (what the image is); the engine is asked by its own ID for it
+    // (the manifest digest on the containerd store).
+    let strategy = engine.info().await?.kind.strategy();
+    // Config digest -> the references older releases gave it, those releases, the engine's ID.
+    let mut candidates: BTreeMap<Digest, (BTreeSet<String>, BTreeSet<u64>, Digest)> = BTreeMap::new();
     let older: Vec<u64> = releases.iter().copied().filter(|r| !kept_releases.contains(r)).collect();
     for release in &older {
         let manifest = read_release(state, *release)?;
@@ -108,7 +111,8 @@ pub async fn prune<E: Engine>(state: &StateDir, engine: &E, dry_run: bool) -> Re
             if kept_ids.contains(&id) {
                 continue;
             }
-            let entry = candidates.entry(id).or_default();
+            let entry =
+                candidates.entry(id).or_insert_with(|| (BTreeSet::new(), BTreeSet::new(), strategy.image_id(image)));
             entry.0.insert(image.reference.clone());
             entry.1.insert(*release);
         }
@@ -129,15 +133,15 @@ pub async fn prune<E: Engine>(state: &StateDir, engine: &E, dry_run: bool) -> Re
         .filter_map(|c| c.labels.get(labels::RELEASE).and_then(|r| r.parse().ok()))
         .filter(|r| older.contains(r))
         .collect();
-    for (id, (ours, used_by)) in &candidates {
-        let outcome = match engine.image_tags(id).await? {
+    for (id, (ours, used_by, engine_id)) in &candidates {
+        let outcome = match engine.image_tags(engine_id).await? {
             None => ImageOutcome::Absent,
             Some(tags) if tags.iter().any(|t| !ours.contains(t)) => {
                 let foreign: Vec<&str> = tags.iter().filter(|t| !ours.contains(*t)).map(String::as_str).collect();
                 ImageOutcome::Kept(format!("also tagged {}, not by this product", foreign.join(", ")))
             }
             Some(_) if dry_run => ImageOutcome::WouldRemove,
-            Some(_) => match engine.remove_image(id).await? {
+            Some(_) => match engine.remove_image(engine_id).await? {
                 ImageRemoval::Removed => ImageOutcome::Removed,
                 ImageRemoval::Absent => ImageOutcome::Absent,
                 ImageRemoval::Refused(why) => ImageOutcome::Kept(why),

@@ -206,6 +206,17 @@ impl StateDir {
     pub fn release_dir(&self, release: u64) -> PathBuf {
         self.root.join("releases").join(release.to_string())
     }
+    /// The manifests of the releases this state directory keeps (`releases/<n>/bundle.json`;
+    /// unreadable ones are left out): what the engine may already hold from earlier applies.
+    #[must_use]
+    pub fn release_manifests(&self) -> Vec<manifests::Manifest> {
+        let Ok(dir) = std::fs::read_dir(self.root.join("releases")) else { return vec![] };
+        dir.filter_map(Result::ok)
+            .filter_map(|e| std::fs::read(e.path().join("bundle.json")).ok())
+            .filter_map(|b| manifests::Manifest::from_bytes(&b).ok())
+            .collect()
+    }
+
     /// Config files of a release.
     #[must_use]
     pub fn files_dir(&self, release: u64) -> PathBuf {

@@ -46,6 +46,8 @@ pub struct StatusReport {
     pub last_apply_finished: bool,
     /// Docker version.
     pub docker_version: String,
+    /// Which engine (`graph-driver`, `containerd-store`, `podman`, `unknown`).
+    pub engine: crate::engine::EngineKind,
     /// Services.
     pub services: Vec<ServiceStatus>,
     /// Everything as it should be.
@@ -120,6 +122,7 @@ pub async fn status<E: Engine>(state: &StateDir, engine: &E) -> Result<StatusRep
         applied_at: manifests::time::rfc3339(installed.applied_at),
         last_apply_finished: journal.finished || journal.manifest_sha256.is_none(),
         docker_version: info.server_version,
+        engine: info.kind,
         services,
         healthy,
     })

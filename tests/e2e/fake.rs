@@ -116,6 +116,10 @@ impl FakeEngine {
 impl Engine for FakeEngine {
     async fn info(&self) -> Result<EngineInfo, InstallError> {
         Ok(EngineInfo {
+            kind: installer::engine::EngineKind::GraphDriver,
+            product: "Docker fake".into(),
+            min_api_version: "1.12".into(),
+            cgroup_driver: "cgroupfs".into(),
             server_version: "fake".into(),
             api_version: "1.41".into(),
             root_dir: std::env::temp_dir().display().to_string(),
@@ -124,11 +128,19 @@ impl Engine for FakeEngine {
             mem_total: 8 << 30,
         })
     }
-    async fn image_ids(&self) -> Result<BTreeSet<Digest>, InstallError> {
-        Ok(self.images.lock().unwrap().clone())
-    }
-    async fn chain_ids(&self) -> Result<BTreeSet<Digest>, InstallError> {
-        Ok(BTreeSet::new())
+    async fn images(&self) -> Result<Vec<installer::engine::HostImage>, InstallError> {
+        Ok(self
+            .images
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|id| installer::engine::HostImage {
+                id: *id,
+                repo_digests: vec![],
+                diff_ids: vec![],
+                available_manifests: vec![],
+            })
+            .collect())
     }
     async fn load(&self, mut body: mpsc::Receiver<std::io::Result<Bytes>>) -> Result<Vec<String>, InstallError> {
         let mut all = Vec::new();
@@ -146,12 +158,17 @@ impl Engine for FakeEngine {
             }
             names.push(name);
         }
-        assert_eq!(names.last().map(String::as_str), Some("manifest.json"), "manifest.json must come last: {names:?}");
+        // The index files that make an engine register images come last, after every blob.
+        assert_eq!(
+            names[names.len().saturating_sub(3)..].to_vec(),
+            vec!["oci-layout", "index.json", "manifest.json"],
+            "the index files must come last: {names:?}"
+        );
         let parsed: Vec<serde_json::Value> = serde_json::from_slice(&manifest).unwrap();
         let mut loaded = Vec::new();
         for image in parsed {
             let config = image["Config"].as_str().unwrap();
-            let id: Digest = format!("sha256:{}", config.trim_end_matches(".json")).parse().unwrap();
+            let id: Digest = format!("sha256:{}", config.trim_start_matches("blobs/sha256/")).parse().unwrap();
             self.images.lock().unwrap().insert(id);
             for tag in image["RepoTags"].as_array().unwrap() {
                 loaded.push(format!("Loaded image: {}", tag.as_str().unwrap()));

@@ -1,17 +1,125 @@
-//! The one seam to the container engine. [`crate::docker::DockerEngine`] is the real one (the
-//! only module that imports bollard); tests pass a fake explicitly.
+//! The one seam to the container engine. [`docker::DockerEngine`] is the real one (the only
+//! module that imports bollard); tests pass a fake explicitly.
+//!
+//! Engines differ in how they hold images (shared/notes/engines.md): Docker with a graph driver
+//! names an image by its config digest and skips a layer file whose chain ID it has; Docker with
+//! the containerd image store names it by its manifest digest and can leave out only blobs its
+//! content store holds; Podman names it by its config digest and reuses only blobs it got
+//! through an OCI load. One file per strategy ([`graph`], [`containerd`], [`podman`]) holds
+//! those decisions; the engine itself only reports facts ([`HostImage`]).
+
+pub mod containerd;
+pub mod docker;
+pub mod graph;
+pub mod podman;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use manifests::{Digest, HealthcheckDef, LimitsDef, LoggingDef, NetworkDef, PortMapping, RuntimeDef, VolumeDef};
+use manifests::{
+    Digest, HealthcheckDef, Image, Layer, LimitsDef, LoggingDef, NetworkDef, PortMapping, RuntimeDef, VolumeDef,
+};
 use tokio::sync::mpsc;
 
 use crate::error::InstallError;
 
+/// Which engine, as far as loading images is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// Not recognised: every layer is sent.
+    #[default]
+    Unknown,
+    /// Docker with a graph driver (overlay2, ...).
+    GraphDriver,
+    /// Docker with the containerd image store (the default of fresh Docker 29 installs).
+    ContainerdStore,
+    /// Podman's Docker-compatible API.
+    Podman,
+}
+
+impl EngineKind {
+    /// Its strategy.
+    #[must_use]
+    pub fn strategy(self) -> &'static dyn Strategy {
+        match self {
+            EngineKind::GraphDriver => &graph::GraphDriver,
+            EngineKind::ContainerdStore => &containerd::ContainerdStore,
+            EngineKind::Podman => &podman::Podman,
+            EngineKind::Unknown => &graph::Unrecognised,
+        }
+    }
+
+    /// For people.
+    #[must_use]
+    pub fn describe(self) -> &'static str {
+        match self {
+            EngineKind::GraphDriver => "Docker, graph driver",
+            EngineKind::ContainerdStore => "Docker, containerd image store",
+            EngineKind::Podman => "Podman (Docker-compatible API)",
+            EngineKind::Unknown => "unrecognised engine (every layer is sent)",
+        }
+    }
+}
+
+/// One image as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostImage {
+    /// The engine's ID (config digest, or manifest/index digest on the containerd store).
+    pub id: Digest,
+    /// `repo@sha256:…` digests the engine records (registry manifest digests).
+    pub repo_digests: Vec<Digest>,
+    /// Diff IDs of its layers, base first.
+    pub diff_ids: Vec<Digest>,
+    /// Platform manifests whose every blob is in the content store (containerd store,
+    /// `GET /images/json?manifests=1`, API 1.47+).
+    pub available_manifests: Vec<Digest>,
+}
+
+/// What the engine holds, reduced to what load decisions need.
+#[derive(Debug, Clone, Default)]
+pub struct Holdings {
+    /// Engine IDs of the images it has.
+    pub ids: BTreeSet<Digest>,
+    /// Chain IDs of every layer it has unpacked.
+    pub chain_ids: BTreeSet<Digest>,
+    /// Layer blobs it is known to hold compressed, byte for byte as in our bundles.
+    pub stored_blobs: BTreeSet<Digest>,
+}
+
+/// How to load into one kind of engine.
+pub trait Strategy: Sync {
+    /// The kind.
+    fn kind(&self) -> EngineKind;
+    /// The engine's ID for one of our images: what tag, inspect and remove take.
+    fn image_id(&self, image: &Image) -> Digest;
+    /// Reduce the engine's report, knowing our images (this bundle's and installed releases').
+    fn holdings(&self, images: &[HostImage], known: &[&Image]) -> Holdings;
+    /// Whether a layer may be left out of the archive.
+    fn may_skip(&self, layer: &Layer, chain_id: &Digest, holdings: &Holdings) -> bool;
+}
+
+/// Layers of known images whose manifest digest is in `manifests`: the engine holds their blobs.
+#[must_use]
+pub fn layers_of(known: &[&Image], manifests: &BTreeSet<Digest>) -> BTreeSet<Digest> {
+    known
+        .iter()
+        .filter(|i| manifests.contains(&i.manifest.digest))
+        .flat_map(|i| i.layers.iter().map(|l| l.blob.digest))
+        .collect()
+}
+
 /// What the engine says about itself.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct EngineInfo {
+    /// Which engine (decides how images are loaded and named).
+    pub kind: EngineKind,
+    /// Product and version for people, e.g. `Docker 28.5.2` or `Podman 4.3.1`.
+    pub product: String,
+    /// Lowest API version the server accepts.
+    pub min_api_version: String,
+    /// `systemd` or `cgroupfs`: Podman runs healthchecks only through systemd timers.
+    pub cgroup_driver: String,
     /// Server version, e.g. 20.10.24.
     pub server_version: String,
     /// Highest API version the server speaks.
@@ -124,14 +232,12 @@ pub enum ImageRemoval {
 pub trait Engine {
     /// Ping and describe the engine.
     async fn info(&self) -> Result<EngineInfo, InstallError>;
-    /// IDs of every image (tagged or not).
-    async fn image_ids(&self) -> Result<BTreeSet<Digest>, InstallError>;
-    /// Chain IDs of every layer the engine has.
-    async fn chain_ids(&self) -> Result<BTreeSet<Digest>, InstallError>;
+    /// Every image (tagged or not), as the engine reports it.
+    async fn images(&self) -> Result<Vec<HostImage>, InstallError>;
     /// Stream a docker-save archive into the engine; returns the "Loaded image" lines. An `Err`
     /// item from `body` aborts the upload, and the engine then keeps nothing.
     async fn load(&self, body: mpsc::Receiver<std::io::Result<Bytes>>) -> Result<Vec<String>, InstallError>;
-    /// Tag an image.
+    /// Tag an image (by the engine's ID, see [`Strategy::image_id`]).
     async fn tag(&self, image_id: &Digest, reference: &str) -> Result<(), InstallError>;
     /// The tags of an image; `None` when the engine does not have it.
     async fn image_tags(&self, image_id: &Digest) -> Result<Option<Vec<String>>, InstallError>;

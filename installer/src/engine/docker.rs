@@ -4,7 +4,7 @@
 //! (bollard 0.21 sends unversioned paths; the daemon answers at its own version), so the same
 //! binary talks to Docker 20.10 and to current releases.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -25,7 +25,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use manifests::{Digest, NetworkDef, VolumeDef};
 use tokio::sync::mpsc;
 
-use crate::engine::{ContainerSpec, ContainerState, Engine, EngineInfo, Health, ImageRemoval};
+use crate::engine::{ContainerSpec, ContainerState, Engine, EngineInfo, EngineKind, Health, HostImage, ImageRemoval};
 use crate::error::InstallError;
 
 /// The local Docker Engine.
@@ -99,8 +99,28 @@ impl Engine for DockerEngine {
     async fn info(&self) -> Result<EngineInfo, InstallError> {
         let version = self.docker.version().await.map_err(classify("read its version"))?;
         let info = self.docker.info().await.map_err(classify("describe itself"))?;
+        let components: Vec<String> = version.components.iter().flatten().map(|c| c.name.clone()).collect();
+        let podman = components.iter().any(|c| c.contains("Podman"));
+        let snapshotter = info.driver_status.iter().flatten().any(|kv| {
+            kv.first().is_some_and(|k| k == "driver-type") && kv.get(1).is_some_and(|v| v.contains("snapshotter"))
+        });
+        let docker = components.iter().any(|c| c == "Engine") || info.driver.is_some();
+        let kind = if podman {
+            EngineKind::Podman
+        } else if snapshotter {
+            EngineKind::ContainerdStore
+        } else if docker && info.driver.as_deref().is_some_and(|d| !d.is_empty()) {
+            EngineKind::GraphDriver
+        } else {
+            EngineKind::Unknown
+        };
+        let server_version = version.version.clone().unwrap_or_default();
         Ok(EngineInfo {
-            server_version: version.version.unwrap_or_default(),
+            kind,
+            product: format!("{} {server_version}", if podman { "Podman" } else { "Docker" }),
+            min_api_version: version.min_api_version.unwrap_or_default(),
+            cgroup_driver: info.cgroup_driver.map(|c| c.to_string()).unwrap_or_default(),
+            server_version,
             api_version: version.api_version.unwrap_or_default(),
             root_dir: info.docker_root_dir.unwrap_or_default(),
             storage_driver: info.driver.unwrap_or_default(),
@@ -109,31 +129,37 @@ impl Engine for DockerEngine {
         })
     }
 
-    async fn image_ids(&self) -> Result<BTreeSet<Digest>, InstallError> {
+    async fn images(&self) -> Result<Vec<HostImage>, InstallError> {
+        // `manifests=1` (API 1.47+, containerd store) says which platform manifests have every
+        // blob in the content store; older engines ignore the parameter.
         let images = self
             .docker
-            .list_images(Some(ListImagesOptionsBuilder::default().all(true).build()))
+            .list_images(Some(ListImagesOptionsBuilder::default().all(true).manifests(true).build()))
             .await
             .map_err(classify("list images"))?;
-        Ok(images.into_iter().filter_map(|i| i.id.parse().ok()).collect())
-    }
-
-    async fn chain_ids(&self) -> Result<BTreeSet<Digest>, InstallError> {
-        let mut out = BTreeSet::new();
-        for id in self.image_ids().await? {
-            let image = match self.docker.inspect_image(&id.to_string()).await {
+        let mut out = Vec::new();
+        for summary in images {
+            let Ok(id) = summary.id.parse::<Digest>() else { continue };
+            let image = match self.docker.inspect_image(&summary.id).await {
                 Ok(i) => i,
                 Err(e) if is_not_found(&e) => continue,
                 Err(e) => return Err(classify("inspect an image")(e)),
             };
-            let diff_ids: Vec<Digest> = image
+            let diff_ids = image
                 .root_fs
                 .and_then(|r| r.layers)
                 .unwrap_or_default()
                 .iter()
                 .filter_map(|d| d.parse().ok())
                 .collect();
-            out.extend(crate::load::chain_ids(&diff_ids));
+            let repo_digests = summary
+                .repo_digests
+                .iter()
+                .filter_map(|r| r.rsplit_once('@').and_then(|(_, d)| d.parse().ok()))
+                .collect();
+            let available_manifests =
+                summary.manifests.iter().flatten().filter(|m| m.available).filter_map(|m| m.id.parse().ok()).collect();
+            out.push(HostImage { id, repo_digests, diff_ids, available_manifests });
         }
         Ok(out)
     }
@@ -154,6 +180,11 @@ impl Engine for DockerEngine {
             })?;
             if let Some(line) = info.stream {
                 let line = line.trim();
+                // Docker 27+ with the containerd store reports a failed unpack inside a 200
+                // response and keeps the imported content (moby image_exporter.go).
+                if line.starts_with("Error unpacking image") {
+                    return Err(InstallError::Load { message: line.to_string() });
+                }
                 if !line.is_empty() {
                     loaded.push(line.to_string());
                 }
