@@ -139,6 +139,7 @@ impl Engine for FakeEngine {
                 repo_digests: vec![],
                 diff_ids: vec![],
                 available_manifests: vec![],
+                manifests_reported: false,
             })
             .collect())
     }

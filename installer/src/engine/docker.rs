@@ -157,9 +157,10 @@ impl Engine for DockerEngine {
                 .iter()
                 .filter_map(|r| r.rsplit_once('@').and_then(|(_, d)| d.parse().ok()))
                 .collect();
+            let manifests_reported = summary.manifests.is_some();
             let available_manifests =
                 summary.manifests.iter().flatten().filter(|m| m.available).filter_map(|m| m.id.parse().ok()).collect();
-            out.push(HostImage { id, repo_digests, diff_ids, available_manifests });
+            out.push(HostImage { id, repo_digests, diff_ids, available_manifests, manifests_reported });
         }
         Ok(out)
     }

@@ -74,6 +74,8 @@ pub struct HostImage {
     /// Platform manifests whose every blob is in the content store (containerd store,
     /// `GET /images/json?manifests=1`, API 1.47+).
     pub available_manifests: Vec<Digest>,
+    /// Whether the engine reported manifests at all (it can say what its content store holds).
+    pub manifests_reported: bool,
 }
 
 /// What the engine holds, reduced to what load decisions need.
@@ -85,6 +87,8 @@ pub struct Holdings {
     pub chain_ids: BTreeSet<Digest>,
     /// Layer blobs it is known to hold compressed, byte for byte as in our bundles.
     pub stored_blobs: BTreeSet<Digest>,
+    /// Whether the engine can say which blobs it holds (else only unpacked layers are known).
+    pub content_reported: bool,
 }
 
 /// How to load into one kind of engine.
