@@ -119,6 +119,8 @@ pub struct Plan {
     pub release: u64,
     /// Version.
     pub version: String,
+    /// The engine, as far as loading is concerned.
+    pub engine: crate::engine::EngineKind,
     /// Images.
     pub load: LoadPlan,
     /// Networks (full names).
@@ -263,6 +265,7 @@ pub fn plan(
         project: project.clone(),
         release: manifest.release,
         version: manifest.version.clone(),
+        engine: host.engine,
         load,
         networks: stack.networks.iter().map(|n| n.name.clone()).collect(),
         volumes: stack.volumes.iter().map(|v| v.name.clone()).collect(),

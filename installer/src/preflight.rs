@@ -217,6 +217,8 @@ pub fn check_host(manifest: &Manifest, plan: &Plan, info: &EngineInfo, state_dir
         true,
         if info.storage_driver == "overlay2" {
             "overlay2".to_string()
+        } else if info.kind == crate::engine::EngineKind::ContainerdStore {
+            format!("{} snapshotter (containerd image store)", info.storage_driver)
         } else {
             format!("{} (overlay2 is recommended; others work but are slower)", info.storage_driver)
         },

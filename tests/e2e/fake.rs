@@ -96,6 +96,12 @@ struct FakeEngine {
     containers: Mutex<BTreeMap<String, ContainerState>>,
     exit_codes: BTreeMap<String, i64>,
     next_id: Mutex<u32>,
+    /// Which engine it pretends to be (default: graph driver).
+    kind: Option<installer::engine::EngineKind>,
+    /// Diff IDs of an image it holds (whose ID is not one of ours): its layers count as present.
+    held_layers: Vec<Digest>,
+    /// Refuse an archive that leaves out a layer, as an engine whose unpack needs the blob.
+    refuse_partial: bool,
 }
 
 impl FakeEngine {
@@ -116,7 +122,7 @@ impl FakeEngine {
 impl Engine for FakeEngine {
     async fn info(&self) -> Result<EngineInfo, InstallError> {
         Ok(EngineInfo {
-            kind: installer::engine::EngineKind::GraphDriver,
+            kind: self.kind.unwrap_or(installer::engine::EngineKind::GraphDriver),
             product: "Docker fake".into(),
             min_api_version: "1.12".into(),
             cgroup_driver: "cgroupfs".into(),
@@ -129,7 +135,7 @@ impl Engine for FakeEngine {
         })
     }
     async fn images(&self) -> Result<Vec<installer::engine::HostImage>, InstallError> {
-        Ok(self
+        let mut out: Vec<installer::engine::HostImage> = self
             .images
             .lock()
             .unwrap()
@@ -141,7 +147,17 @@ impl Engine for FakeEngine {
                 available_manifests: vec![],
                 manifests_reported: false,
             })
-            .collect())
+            .collect();
+        if !self.held_layers.is_empty() {
+            out.push(installer::engine::HostImage {
+                id: Digest::of(b"an image of another product"),
+                repo_digests: vec![],
+                diff_ids: self.held_layers.clone(),
+                available_manifests: vec![],
+                manifests_reported: false,
+            });
+        }
+        Ok(out)
     }
     async fn load(&self, mut body: mpsc::Receiver<std::io::Result<Bytes>>) -> Result<Vec<String>, InstallError> {
         let mut all = Vec::new();
@@ -166,6 +182,22 @@ impl Engine for FakeEngine {
             "the index files must come last: {names:?}"
         );
         let parsed: Vec<serde_json::Value> = serde_json::from_slice(&manifest).unwrap();
+        self.call(format!("load {} entries", names.len()));
+        if self.refuse_partial {
+            for image in &parsed {
+                for l in image["Layers"].as_array().unwrap() {
+                    let l = l.as_str().unwrap();
+                    if !names.iter().any(|n| n == l) {
+                        // What Docker 27+ with the containerd store says inside a 200 response.
+                        return Err(InstallError::Load {
+                            message: format!(
+                                "Error unpacking image fake: failed to extract layer: {l}: blob not found"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
         let mut loaded = Vec::new();
         for image in parsed {
             let config = image["Config"].as_str().unwrap();
@@ -175,7 +207,6 @@ impl Engine for FakeEngine {
                 loaded.push(format!("Loaded image: {}", tag.as_str().unwrap()));
             }
         }
-        self.call(format!("load {} entries", names.len()));
         Ok(loaded)
     }
     async fn tag(&self, _image_id: &Digest, reference: &str) -> Result<(), InstallError> {
@@ -392,6 +423,60 @@ fn apply_loads_then_starts_in_dependency_order_and_a_rerun_changes_nothing() {
     let mut kept = again.kept.clone();
     kept.sort();
     assert_eq!(kept, vec!["cache", "db", "web"]);
+}
+
+/// Keeps every event as a JSON line.
+#[derive(Default)]
+struct Collect(Mutex<Vec<String>>);
+
+impl installer::report::Reporter for Collect {
+    fn event(&self, event: &installer::report::Event) {
+        self.0.lock().unwrap().push(serde_json::to_string(event).unwrap());
+    }
+}
+
+impl Collect {
+    fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
+/// The diff ID of the layer every fake image shares.
+fn shared_base_layer() -> Digest {
+    Digest::of(&layer("base.txt", "shared base"))
+}
+
+#[test]
+fn an_engine_that_refuses_a_partial_archive_gets_every_layer_on_the_second_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, public) = build_bundle(dir.path());
+    let engine = FakeEngine { held_layers: vec![shared_base_layer()], refuse_partial: true, ..FakeEngine::default() };
+    let opts = options(dir.path(), &bundle, &public);
+    let events = Collect::default();
+    let outcome = runtime().block_on(installer::apply::apply(&opts, &engine, &events)).unwrap();
+    let loads: Vec<String> = engine.calls().into_iter().filter(|c| c.starts_with("load ")).collect();
+    assert_eq!(loads.len(), 2, "one refused partial load, one full: {loads:?}");
+    assert!(events.text().contains("sending all layers"), "the operator is told: {}", events.text());
+    assert!(outcome.bytes_sent > 0);
+    assert!(engine.calls().iter().any(|c| c == "start fake-web-1"));
+}
+
+#[test]
+fn an_unrecognised_engine_gets_every_layer_and_the_plan_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, public) = build_bundle(dir.path());
+    for (kind, skipped) in
+        [(installer::engine::EngineKind::GraphDriver, true), (installer::engine::EngineKind::Unknown, false)]
+    {
+        let engine = FakeEngine { kind: Some(kind), held_layers: vec![shared_base_layer()], ..FakeEngine::default() };
+        let opts = options(dir.path(), &bundle, &public);
+        let report = runtime().block_on(installer::apply::plan_only(&opts, &engine)).unwrap();
+        let text = installer::apply::render_plan(&report);
+        assert_eq!(report.plan.load.bytes_skipped > 0, skipped, "{kind:?}: {text}");
+        if kind == installer::engine::EngineKind::Unknown {
+            assert!(text.contains("unrecognised engine (every layer is sent)"), "{text}");
+        }
+    }
 }
 
 #[test]

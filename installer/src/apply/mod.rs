@@ -420,6 +420,7 @@ pub fn render_plan(report: &PlanReport) -> String {
     let p = &report.plan;
     let mut s = String::new();
     let _ = writeln!(s, "plan for {} {} (release {})", p.product, p.version, p.release);
+    let _ = writeln!(s, "engine: {}", p.engine.describe());
     let _ = writeln!(
         s,
         "images: send {}, skip {} already on this host",

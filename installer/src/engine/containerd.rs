@@ -40,3 +40,52 @@ impl Strategy for ContainerdStore {
             || (!holdings.content_reported && holdings.chain_ids.contains(chain_id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use manifests::{Blob, Image, Layer};
+
+    use super::*;
+
+    fn d(s: &str) -> Digest {
+        Digest::of(s.as_bytes())
+    }
+
+    fn image(name: &str, layers: &[&str]) -> Image {
+        let blob = |s: &str| Blob { digest: d(s), size: 10, media_type: String::new() };
+        Image {
+            reference: name.into(),
+            index_digest: None,
+            manifest: blob(&format!("manifest {name}")),
+            config: blob(&format!("config {name}")),
+            layers: layers.iter().map(|l| Layer { blob: blob(l), diff_id: d(&format!("diff {l}")) }).collect(),
+        }
+    }
+
+    #[test]
+    fn only_blobs_of_available_manifests_are_left_out_when_the_engine_reports_them() {
+        let old = image("web:1", &["base", "v1"]);
+        let new = image("web:2", &["base", "v2"]);
+        let host = |available: bool, reported: bool| HostImage {
+            id: old.manifest.digest,
+            repo_digests: vec![],
+            diff_ids: old.layers.iter().map(|l| l.diff_id).collect(),
+            available_manifests: if available { vec![old.manifest.digest] } else { vec![] },
+            manifests_reported: reported,
+        };
+        let chain = |i: &Image| crate::load::chain_ids(&i.layers.iter().map(|l| l.diff_id).collect::<Vec<_>>());
+        let s = ContainerdStore;
+        // Docker 27.3+: web:1 complete in the content store -> its base blob may be left out.
+        let h = s.holdings(&[host(true, true)], &[&old, &new]);
+        assert!(s.may_skip(&new.layers[0], &chain(&new)[0], &h));
+        assert!(!s.may_skip(&new.layers[1], &chain(&new)[1], &h));
+        assert!(h.ids.contains(&s.image_id(&old)) && !h.ids.contains(&s.image_id(&new)));
+        // Reported, but not available (its blobs were left out once): send.
+        let h = s.holdings(&[host(false, true)], &[&old, &new]);
+        assert!(!s.may_skip(&new.layers[0], &chain(&new)[0], &h));
+        // Docker 25-27.2 cannot say: the unpacked layer (snapshot) is used.
+        let h = s.holdings(&[host(false, false)], &[&old, &new]);
+        assert!(s.may_skip(&new.layers[0], &chain(&new)[0], &h));
+        assert!(!s.may_skip(&new.layers[1], &chain(&new)[1], &h));
+    }
+}
