@@ -60,7 +60,7 @@ fn held_by_project(host: &HostState, project: &str, port: u16) -> bool {
 /// One line of the preflight report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
-    /// `disk`, `state-disk`, `docker`, `storage-driver`, `platform`, `memory`, `ports`, `hypervisor`.
+    /// `disk`, `state-disk`, `docker`, `engine`, `storage-driver`, `platform`, `memory`, `ports`, `hypervisor`.
     pub check: &'static str,
     /// Passed (informational lines always pass).
     pub ok: bool,

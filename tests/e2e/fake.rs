@@ -102,6 +102,8 @@ struct FakeEngine {
     held_layers: Vec<Digest>,
     /// Refuse an archive that leaves out a layer, as an engine whose unpack needs the blob.
     refuse_partial: bool,
+    /// The API version it speaks (default 1.41).
+    api: Option<&'static str>,
 }
 
 impl FakeEngine {
@@ -127,7 +129,7 @@ impl Engine for FakeEngine {
             min_api_version: "1.12".into(),
             cgroup_driver: "cgroupfs".into(),
             server_version: "fake".into(),
-            api_version: "1.41".into(),
+            api_version: self.api.unwrap_or("1.41").into(),
             root_dir: std::env::temp_dir().display().to_string(),
             storage_driver: "overlay2".into(),
             architecture: "x86_64".into(),
@@ -477,6 +479,35 @@ fn an_unrecognised_engine_gets_every_layer_and_the_plan_says_so() {
             assert!(text.contains("unrecognised engine (every layer is sent)"), "{text}");
         }
     }
+}
+
+#[test]
+fn an_engine_too_old_and_podman_without_systemd_are_named_in_preflight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, public) = build_bundle(dir.path());
+    let opts = options(dir.path(), &bundle, &public);
+    let failed = |engine: &FakeEngine| {
+        let report = runtime().block_on(installer::apply::plan_only(&opts, engine)).unwrap();
+        let json = serde_json::to_value(&report.preflight).unwrap();
+        json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ok"] == false)
+            .map(|c| format!("{} {}", c["check"].as_str().unwrap(), c["detail"].as_str().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let old = failed(&FakeEngine { api: Some("1.40"), ..FakeEngine::default() });
+    assert_eq!(old.len(), 1, "{old:?}");
+    assert!(old[0].starts_with("docker Docker fake (API 1.40), bundle needs API 1.41"), "{old:?}");
+    let podman = failed(&FakeEngine { kind: Some(installer::engine::EngineKind::Podman), ..FakeEngine::default() });
+    assert_eq!(podman.len(), 1, "{podman:?}");
+    assert!(podman[0].starts_with("engine Podman") && podman[0].contains("systemd"), "{podman:?}");
+    // The apply itself stops there: nothing created.
+    let engine = FakeEngine { api: Some("1.40"), ..FakeEngine::default() };
+    let err = runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap_err();
+    assert_eq!(err.exit(), Exit::PreflightDocker, "{err}");
+    assert!(!engine.calls().iter().any(|c| c.starts_with("create") || c.starts_with("load")), "{:?}", engine.calls());
 }
 
 #[test]
