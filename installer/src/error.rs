@@ -53,7 +53,7 @@ pub enum InstallError {
     /// A preflight check failed.
     #[error("preflight failed: {0}")]
     Preflight(String),
-    /// A host check failed (disk, Docker version, platform, memory).
+    /// A host check failed (disk, Docker version, engine, platform, memory).
     #[error("preflight check `{check}` failed: {detail}")]
     PreflightCheck {
         /// The check.
@@ -237,6 +237,9 @@ impl Diagnose for InstallError {
                            to a larger disk; nothing was changed"
                     .into(),
                 "docker" => "upgrade the Docker Engine on this host; nothing was changed".into(),
+                "engine" => "run Podman's service under systemd so that its healthchecks run, or install Docker; \
+                             nothing was changed"
+                    .into(),
                 "platform" => "this bundle is for another CPU architecture; ask the vendor for the right one".into(),
                 _ => "give the VM more memory, or ask the vendor about lower limits; nothing was changed".into(),
             },

@@ -11,4 +11,5 @@ mod apply;
 mod build;
 mod compose;
 mod fake;
+mod podman;
 mod tamper;
