@@ -21,6 +21,7 @@ Figures (each the median of --runs repetitions):
 Needs: scripts/setup, the stack's images in the local registry (scripts/example-images for
 examples/client-stack), built binaries (cargo build --release --bins), skopeo, openssl.
 Usage: bench/run.py [--stack examples/client-stack] [--runs 3]
+On another engine: DOCKER_HOST=$(scripts/engine start docker28-containerd | sed -n 's/^DOCKER_HOST=//p') bench/run.py
 """
 
 import argparse
@@ -264,7 +265,8 @@ def main():
     shutil.copytree(compose.parent, stack_dir)
     (stack_dir / "compose.yaml").write_text(text)
     bundle = work / "bundle.tar"
-    results = {"stack": args.stack, "runs": args.runs, "when": datetime.datetime.now(datetime.UTC).isoformat()}
+    results = {"stack": args.stack, "runs": args.runs, "when": datetime.datetime.now(datetime.UTC).isoformat(),
+               "engine": engine_name()}
 
     def build(out, cache):
         return timed([bundler, "build", "-f", stack_dir / "compose.yaml", "--key", work / "k.key", "--version", "1",
@@ -376,12 +378,20 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
 
 
+def engine_name():
+    """The engine the figures are about (DOCKER_HOST decides which: scripts/engine start NAME)."""
+    version = sh(["docker", "version", "--format", "{{.Server.Version}}"]).strip()
+    driver = sh(["docker", "info", "--format", "{{.Driver}} {{json .DriverStatus}}"]).strip()
+    store = "containerd image store" if "io.containerd.snapshotter" in driver else driver.split(" ", 1)[0]
+    return f"Docker {version}, {store}"
+
+
 def ratio(a, b):
     return f"{a / b:.2f}x" if b else "n/a"
 
 
 def write(r):
-    lines = [f"# Benchmark {r['when']} ({r['stack']}, median of {r['runs']})", "",
+    lines = [f"# Benchmark {r['when']} ({r['stack']}, {r.get('engine', 'host engine')}, median of {r['runs']})", "",
              "| figure | ours | theirs | ratio (ours/theirs; < 1 is better) |", "|---|---|---|---|"]
     b = r["build"]
     lines.append(f"| build (cold) | {b['bundler']:.2f}s | skopeo copy {b['skopeo_copy']:.2f}s | {ratio(b['bundler'], b['skopeo_copy'])} |")

@@ -189,6 +189,9 @@ impl StateDir {
     /// A state dir at `root` (created on first write).
     #[must_use]
     pub fn new(root: PathBuf) -> Self {
+        // Absolute from the start: bind-mount sources under it go to Docker, which refuses
+        // relative paths (`--state-dir ./st` failed halfway through an apply).
+        let root = std::path::absolute(&root).unwrap_or(root);
         Self { root }
     }
     /// Root path.

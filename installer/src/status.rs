@@ -102,7 +102,9 @@ pub async fn status<E: Engine>(state: &StateDir, engine: &E) -> Result<StatusRep
                     service: name.clone(),
                     container: s.container.clone(),
                     state: c.status.clone(),
-                    health: Some(c.health),
+                    // A finished one-shot's last healthcheck result (its image may have one) says
+                    // nothing: it did its job and exited.
+                    health: if s.one_shot && !c.running { None } else { Some(c.health) },
                     image: s.image.clone(),
                     started_at: c.started_at.clone(),
                     uptime_secs: uptime,

@@ -967,3 +967,26 @@ fn images_on_the_engine() -> Vec<(String, usize, Vec<manifests::Digest>)> {
     }
     out
 }
+
+#[test]
+fn a_relative_state_dir_works_because_it_is_made_absolute_first() {
+    if !e2e_enabled("a_relative_state_dir_works_because_it_is_made_absolute_first") {
+        return;
+    }
+    let site = Site::new("e2e-relstate", 18197);
+    let bundle = site.bundle(1, &[]);
+    let mut c = Command::new(bin("installer"));
+    c.current_dir(site.ws.dir.path())
+        .args(["apply"])
+        .arg(&bundle)
+        .arg("--key")
+        .arg(&site.ws.public)
+        .arg("--values")
+        .arg(&site.values)
+        .env("INSTALLER_STATE_DIR", "st");
+    let r = run(&mut c);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(Command::new("docker").args(["inspect", "-f", "{{json .Mounts}}", "e2e-relstate-web-1"]));
+    let expected = site.ws.dir.path().join("st/releases/1/files/conf/site.conf");
+    assert!(r.stdout.contains(&expected.display().to_string()), "absolute bind source: {r:?}");
+}

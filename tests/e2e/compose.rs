@@ -226,6 +226,22 @@ fn a_vendor_style_stack_runs_with_every_key_carried_into_docker() {
     let r = run(Command::new("docker").args(["exec", &web, "sh", "-c", "echo kept > /var/data/file"]));
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(std::fs::read_to_string(site.state.join("data/data/file")).unwrap(), "kept\n");
+    // Another container on the stack's network reaches web by its service name and by the
+    // vendor's container_name (DNS and forwarding between containers work on this engine).
+    for host in ["web", "vendor-web"] {
+        let r = run(Command::new("docker").args([
+            "run",
+            "--rm",
+            "--network",
+            &format!("{project}_front"),
+            "127.0.0.1:5000/test/base:1",
+            "wget",
+            "-q",
+            "-O-",
+            &format!("http://{host}:8080/extra/index.html"),
+        ]));
+        assert!(r.stdout.contains("bundled tree"), "{host}: {r:?}");
+    }
     // network_mode: service:web shares web's network namespace.
     let sidecar = format!("{project}-sidecar-1");
     assert_eq!(inspect(&sidecar, "{{.HostConfig.NetworkMode}}"), format!("container:{}", inspect(&web, "{{.Id}}")));

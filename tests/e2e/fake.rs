@@ -286,6 +286,8 @@ impl Engine for FakeEngine {
         } else if service == "migrate" || service == "backup" {
             c.status = "exited".into();
             c.exit_code = Some(0);
+            // Its image has a HEALTHCHECK that never passed while it ran (as client/api's).
+            c.health = Health::Unhealthy;
         } else {
             c.running = true;
             c.status = "running".into();
@@ -508,6 +510,20 @@ fn an_engine_too_old_and_podman_without_systemd_are_named_in_preflight() {
     let err = runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap_err();
     assert_eq!(err.exit(), Exit::PreflightDocker, "{err}");
     assert!(!engine.calls().iter().any(|c| c.starts_with("create") || c.starts_with("load")), "{:?}", engine.calls());
+}
+
+#[test]
+fn status_shows_a_finished_job_as_done_not_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, public) = build_bundle(dir.path());
+    let engine = FakeEngine::default();
+    let opts = options(dir.path(), &bundle, &public);
+    runtime().block_on(installer::apply::apply(&opts, &engine, &installer::report::Silent)).unwrap();
+    let state = installer::state::StateDir::new(dir.path().join("state"));
+    let report = runtime().block_on(installer::status::status(&state, &engine)).unwrap();
+    let migrate = report.services.iter().find(|s| s.service == "migrate").unwrap();
+    assert_eq!((migrate.exit_code, migrate.health, migrate.ok), (Some(0), None, true), "{migrate:?}");
+    assert!(report.healthy);
 }
 
 #[test]

@@ -103,6 +103,12 @@ pub trait Strategy: Sync {
     fn may_skip(&self, layer: &Layer, chain_id: &Digest, holdings: &Holdings) -> bool;
 }
 
+/// Holdings known by image ID only (engines whose layers are never left out).
+#[must_use]
+pub fn ids_only(images: &[HostImage]) -> Holdings {
+    Holdings { ids: images.iter().map(|i| i.id).collect(), ..Holdings::default() }
+}
+
 /// Layers of known images whose manifest digest is in `manifests`: the engine holds their blobs.
 #[must_use]
 pub fn layers_of(known: &[&Image], manifests: &BTreeSet<Digest>) -> BTreeSet<Digest> {

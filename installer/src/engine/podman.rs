@@ -19,7 +19,7 @@ impl Strategy for Podman {
         image.config.digest
     }
     fn holdings(&self, images: &[HostImage], _known: &[&Image]) -> Holdings {
-        Holdings { ids: images.iter().map(|i| i.id).collect(), ..Holdings::default() }
+        super::ids_only(images)
     }
     fn may_skip(&self, _layer: &Layer, _chain_id: &Digest, _holdings: &Holdings) -> bool {
         // A multi-image archive goes through Podman's docker-archive reader, which refuses any

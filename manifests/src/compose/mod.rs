@@ -142,11 +142,7 @@ pub(crate) fn normalize(
     for (key, v) in section("volumes") {
         let p = format!("volumes.{key}");
         let o = v.as_object().unwrap_or(&empty);
-        let (external, ext_name) = external(ctx, o, &p);
-        let name = ext_name
-            .or_else(|| o.get("name").and_then(|n| ctx.str(n, &format!("{p}.name"))))
-            .unwrap_or_else(|| if external { key.clone() } else { format!("{project}_{key}") });
-        let driver = o.get("driver").and_then(|d| ctx.str(d, &format!("{p}.driver")));
+        let (name, external, driver) = declared(ctx, o, &p, key, project);
         if let Some(d) = &driver
             && d != "local"
         {
@@ -166,11 +162,7 @@ pub(crate) fn normalize(
     for (key, v) in section("networks") {
         let p = format!("networks.{key}");
         let o = v.as_object().unwrap_or(&empty);
-        let (external, ext_name) = external(ctx, o, &p);
-        let name = ext_name
-            .or_else(|| o.get("name").and_then(|n| ctx.str(n, &format!("{p}.name"))))
-            .unwrap_or_else(|| if external { key.clone() } else { format!("{project}_{key}") });
-        let driver = o.get("driver").and_then(|d| ctx.str(d, &format!("{p}.driver")));
+        let (name, external, driver) = declared(ctx, o, &p, key, project);
         if let Some(d) = &driver
             && d != "bridge"
         {
@@ -318,12 +310,26 @@ fn check_keys(ctx: &mut Ctx<'_>, o: &Map<String, Json>, path: &str, known: &[&st
     }
 }
 
-fn external(ctx: &mut Ctx<'_>, o: &Map<String, Json>, path: &str) -> (bool, Option<String>) {
-    match o.get("external") {
+/// A top-level volume's or network's engine name, whether it is `external`, and its driver.
+/// The name: `external.name`, else `name`, else the key for an external one, else
+/// `<project>_<key>` as compose names it.
+fn declared(
+    ctx: &mut Ctx<'_>,
+    o: &Map<String, Json>,
+    path: &str,
+    key: &str,
+    project: &str,
+) -> (String, bool, Option<String>) {
+    let (external, external_name) = match o.get("external") {
         None => (false, None),
         Some(Json::Object(e)) => (true, e.get("name").and_then(|n| ctx.str(n, &format!("{path}.external.name")))),
         Some(v) => (ctx.bool(v, &format!("{path}.external")).unwrap_or(false), None),
-    }
+    };
+    let name = external_name
+        .or_else(|| o.get("name").and_then(|n| ctx.str(n, &format!("{path}.name"))))
+        .unwrap_or_else(|| if external { key.to_string() } else { format!("{project}_{key}") });
+    let driver = o.get("driver").and_then(|d| ctx.str(d, &format!("{path}.driver")));
+    (name, external, driver)
 }
 
 fn opts(ctx: &mut Ctx<'_>, v: Option<&Json>, path: &str) -> BTreeMap<String, String> {
