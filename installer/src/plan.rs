@@ -226,7 +226,13 @@ pub fn plan(
             // The config digest, whatever the engine calls the image: identity is content.
             let image_id = manifest.image(&def.image).map(|i| i.config.digest);
             let mut spec = container_spec(manifest, &stack, &name, def, values, paths)?;
-            let (config_hash, parts) = config_hash(manifest, def, image_id, file_digests);
+            // A secret or config from a site value changes the container when the value does.
+            let mut digests = file_digests.clone();
+            for m in def.volumes.iter().filter(|m| m.kind == MountKind::Value) {
+                let value = values.get(&m.source).map_or(&[][..], String::as_bytes);
+                digests.insert(format!("value:{}", m.source), Digest::of(value));
+            }
+            let (config_hash, parts) = config_hash(manifest, def, image_id, &digests);
             spec.labels.insert(labels::CONFIG_HASH.into(), config_hash.clone());
             spec.labels.insert(labels::CONFIG_PARTS.into(), parts.clone());
             let container = container_name(project, &name);
@@ -465,6 +471,12 @@ fn mounted_file_digests<'a>(
         })
         .chain(def.env_file.iter())
         .map(|f| (f, file_digests.get(f)))
+        .chain(
+            def.volumes
+                .iter()
+                .filter(|m| m.kind == MountKind::Value)
+                .filter_map(|m| file_digests.get_key_value(&format!("value:{}", m.source)).map(|(k, d)| (k, Some(d)))),
+        )
         .collect()
 }
 

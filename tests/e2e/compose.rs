@@ -260,6 +260,13 @@ fn a_vendor_style_stack_runs_with_every_key_carried_into_docker() {
     assert_ne!(site.container_id("web"), before.0);
     assert_eq!(inspect(&web, "{{index .Config.Labels \"io.example.site\"}}"), "plant-8");
     assert_eq!(std::fs::read_to_string(site.state.join("data/data/file")).unwrap(), "kept\n", "site data stays");
+    // A new value of the secret recreates web, and the mounted file has it.
+    let web_before = site.container_id("web");
+    let r = site.apply(&f.bundle, &[("SITE_LABEL", "plant-8"), ("API_KEY", "rotated")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_ne!(site.container_id("web"), web_before);
+    let r = run(Command::new("docker").args(["exec", &web, "cat", "/run/secrets/api_key_file"]));
+    assert_eq!(r.stdout, "rotated", "{r:?}");
     let _ = run(Command::new("docker").args(["rm", "-f", &sidecar, &web]));
     let _ = run(Command::new("docker").args(["network", "rm", &format!("{project}-outside")]));
     let _ = run(Command::new("docker").args(["volume", "rm", &format!("{project}-shared-cache")]));
