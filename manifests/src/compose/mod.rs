@@ -390,18 +390,8 @@ pub fn bundled_paths(manifest: &Manifest) -> BTreeSet<String> {
 /// Every value that makes a field invalid, naming the field and the variable.
 pub fn resolve(manifest: &Manifest, values: &BTreeMap<String, String>) -> Result<Resolved, Problems> {
     let lookup = |n: &str| values.get(n).map_or(interpolate::Value::Unset, |v| interpolate::Value::Set(v.clone()));
-    let mut ctx = Ctx::new(&lookup, "bundle.json", "");
-    let bundled = bundled_paths(manifest);
-    let exists = |p: &str| bundled.contains(p);
-    let mut sources = Sources { exists: &exists, files: BTreeSet::new(), anonymous: BTreeSet::new() };
-    let all: BTreeSet<String> = manifest
-        .stack
-        .get("services")
-        .and_then(Json::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    let resolved = normalize(&mut ctx, &manifest.stack, &manifest.project, &all, &mut sources);
-    if ctx.problems.is_empty() { Ok(resolved) } else { Err(Problems(ctx.problems)) }
+    let (resolved, problems) = read_manifest_stack(manifest, &lookup);
+    if problems.is_empty() { Ok(resolved) } else { Err(Problems(problems)) }
 }
 
 /// The stack with the defaults the bundle knows, anything else left undecided (for `inspect`
@@ -412,7 +402,12 @@ pub fn probe(manifest: &Manifest) -> Resolved {
         Some(d) => interpolate::Value::Set(d),
         None => interpolate::Value::Unknown,
     };
-    let mut ctx = Ctx::new(&lookup, "bundle.json", "");
+    read_manifest_stack(manifest, &lookup).0
+}
+
+/// The signed stack read with `lookup`: relative paths are what the bundle carries.
+fn read_manifest_stack(manifest: &Manifest, lookup: &dyn Fn(&str) -> interpolate::Value) -> (Resolved, Vec<Problem>) {
+    let mut ctx = Ctx::new(lookup, "bundle.json", "");
     let bundled = bundled_paths(manifest);
     let exists = |p: &str| bundled.contains(p);
     let mut sources = Sources { exists: &exists, files: BTreeSet::new(), anonymous: BTreeSet::new() };
@@ -422,7 +417,8 @@ pub fn probe(manifest: &Manifest) -> Resolved {
         .and_then(Json::as_object)
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
-    normalize(&mut ctx, &manifest.stack, &manifest.project, &all, &mut sources)
+    let resolved = normalize(&mut ctx, &manifest.stack, &manifest.project, &all, &mut sources);
+    (resolved, ctx.problems)
 }
 
 #[cfg(test)]
