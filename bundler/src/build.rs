@@ -321,6 +321,7 @@ pub async fn build<S: ImageSource>(
         stack: stack.stack.clone(),
         migrations: stack.migrations.clone(),
         backup: stack.backup.clone(),
+        snapshot: stack.snapshot.clone(),
         variables: stack.variables.clone(),
         health: stack.health.clone(),
         requires: Requirements { image_bytes: blob_bytes, docker_api_version: "1.41".into() },

@@ -36,6 +36,30 @@ pub enum Command {
         /// Trust this public key (in addition to <state-dir>/keys). Repeatable.
         #[arg(long, value_hint = ValueHint::FilePath)]
         key: Vec<PathBuf>,
+        /// Go back even when the data goes back too (what was written since the upgrade is set
+        /// aside in the newer copy, not deleted).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Write the stack's data (volumes, site data directories), values and release record to one
+    /// file (services stopped during the copy, then started again).
+    Backup {
+        /// Output file [default: <state-dir>/backups/<project>-r<release>-<time>.tar].
+        #[arg(short, long, value_hint = ValueHint::FilePath)]
+        output: Option<PathBuf>,
+        /// Trust this public key (in addition to <state-dir>/keys). Repeatable.
+        #[arg(long, value_hint = ValueHint::FilePath)]
+        key: Vec<PathBuf>,
+    },
+    /// Check a backup file whole, restore it into fresh volumes and switch the stack to them,
+    /// gated on health (the data in use comes back if a gate fails).
+    Restore {
+        /// The backup file.
+        #[arg(value_hint = ValueHint::FilePath)]
+        file: PathBuf,
+        /// Trust this public key (in addition to <state-dir>/keys). Repeatable.
+        #[arg(long, value_hint = ValueHint::FilePath)]
+        key: Vec<PathBuf>,
     },
     /// Show the installed release and the state of every service.
     Status,
@@ -46,6 +70,10 @@ pub enum Command {
         /// Only show what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Copies of data made before migrations to keep, besides those the installed and the
+        /// previous release use.
+        #[arg(long, default_value_t = installer::data::KEEP_SNAPSHOTS)]
+        keep_snapshots: usize,
     },
     /// Print shell completions.
     Completions {
@@ -87,6 +115,10 @@ pub struct ApplyArgs {
     /// Take over a project this state directory did not install (its migrations run again).
     #[arg(long)]
     pub adopt: bool,
+    /// Run this release's migrations without copying the data first (a rollback then cannot
+    /// give the data back). Recorded in the history.
+    #[arg(long)]
+    pub no_snapshot: bool,
 }
 
 #[cfg(test)]

@@ -137,12 +137,14 @@ pub enum InstallError {
     #[error("interrupted by {0}; the journal records how far the apply got")]
     Interrupted(&'static str),
     /// The new release failed and the previous release was put back.
-    #[error("{cause}\nthe previous release was put back: {services} running again")]
+    #[error("{cause}\nthe previous release was put back: {services} running again{data}")]
     RolledBack {
         /// Why the new release failed.
         cause: Box<InstallError>,
         /// Services restored.
         services: String,
+        /// What happened to the data (empty: no snapshot was taken).
+        data: String,
     },
     /// The new release failed and the previous one could not be put back.
     #[error("{cause}\nputting the previous release back failed too: {error}")]
@@ -166,6 +168,22 @@ pub enum InstallError {
         containers: Vec<String>,
         /// This state directory.
         state_dir: PathBuf,
+    },
+    /// A copy of data could not be made or checked.
+    #[error("{what}: {message}")]
+    Data {
+        /// Which data (volume, directory, backup part).
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A backup file that cannot be restored here.
+    #[error("backup {path}: {message}")]
+    BackupInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the part.
+        message: String,
     },
     #[error("nothing is installed (no release recorded in {0})")]
     NotInstalled(PathBuf),
@@ -207,6 +225,8 @@ impl Diagnose for InstallError {
             InstallError::RolledBack { .. } => Exit::RolledBack,
             InstallError::RollbackFailed { .. } => Exit::RollbackFailed,
             InstallError::NotInstalled(_) => Exit::NotInstalled,
+            InstallError::Data { .. } => Exit::DataCopyFailed,
+            InstallError::BackupInvalid { .. } => Exit::BackupInvalid,
             InstallError::StatusUnhealthy(_) => Exit::Unhealthy,
         }
     }
@@ -268,9 +288,14 @@ impl Diagnose for InstallError {
             }
             InstallError::State { .. } => "check free space and permissions of the state directory".into(),
             InstallError::Interrupted(_) => "run the same command again: it resumes and never repeats a finished migration".into(),
+            InstallError::RolledBack { data, .. } if data.is_empty() => {
+                "the previous release is running again; no migration of this release had run (or snapshots are off: \
+                 then their data changes stay); fix the cause shown above and apply the bundle again"
+                    .into()
+            }
             InstallError::RolledBack { .. } => {
-                "the previous release is running again (volumes untouched; data changes of migrations that completed \
-                 are not undone); fix the cause shown above and apply the bundle again"
+                "the previous release is running again on its own data; fix the cause shown above and apply the bundle \
+                 again"
                     .into()
             }
             InstallError::RollbackFailed { .. } => {
@@ -279,6 +304,12 @@ impl Diagnose for InstallError {
                     .into()
             }
             InstallError::NotInstalled(_) => "install a bundle first with `installer apply BUNDLE`".into(),
+            InstallError::Data { .. } => "the services stopped for the copy were started again and no migration ran; \
+                check free space on Docker's data root, then run the same command again"
+                .into(),
+            InstallError::BackupInvalid { .. } => "nothing was changed; use an intact copy of the backup file (compare \
+                its size and sha256 with the original), or one made from this product and release"
+                .into(),
             InstallError::StatusUnhealthy(_) => "see `docker logs` of the services listed above".into(),
         })
     }

@@ -10,6 +10,7 @@
 //! - [`status`], [`prune`], [`preflight`], [`values`], [`trust`], [`report`]
 
 pub mod apply;
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod load;

@@ -58,6 +58,7 @@ fn apply_options(cli: &Cli, a: &ApplyArgs) -> ApplyOptions {
         values_file: a.values.clone(),
         allow_downgrade: a.allow_downgrade,
         adopt: a.adopt,
+        no_snapshot: a.no_snapshot,
     }
 }
 
@@ -132,10 +133,48 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             print_outcome(&outcome, cli.json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rollback { key } => {
+        Command::Backup { output, key } => {
             let engine = DockerEngine::connect()?;
             let reporter = Terminal::new(cli.json);
-            let opts = installer::apply::RollbackOptions { state_dir: cli.state_dir.clone(), keys: key.clone() };
+            let opts = installer::apply::DataOptions {
+                state_dir: cli.state_dir.clone(),
+                keys: key.clone(),
+                file: output.clone(),
+            };
+            // Not cancelled by Ctrl-C: the services it stopped must start again.
+            let report = installer::apply::backup_installed(&opts, &engine, &reporter).await?;
+            if cli.json {
+                let mut v = serde_json::to_value(&report).unwrap_or_default();
+                v["event"] = "backup".into();
+                progress::emit(&v.to_string());
+            } else {
+                progress::say(&format!(
+                    "backup written: {} ({}, {} parts, mode 0600); services were stopped {:.1}s",
+                    report.path.display(),
+                    human_bytes(report.bytes),
+                    report.manifest.parts.len(),
+                    report.downtime_secs
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { file, key } => {
+            let engine = DockerEngine::connect()?;
+            let reporter = Terminal::new(cli.json);
+            let opts = installer::apply::DataOptions {
+                state_dir: cli.state_dir.clone(),
+                keys: key.clone(),
+                file: Some(file.clone()),
+            };
+            let outcome = installer::apply::restore(&opts, &engine, &reporter).await?;
+            print_outcome(&outcome, cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback { key, yes } => {
+            let engine = DockerEngine::connect()?;
+            let reporter = Terminal::new(cli.json);
+            let opts =
+                installer::apply::RollbackOptions { state_dir: cli.state_dir.clone(), keys: key.clone(), yes: *yes };
             let outcome = tokio::select! {
                 r = installer::apply::rollback_on_demand(&opts, &engine, &reporter) => r?,
                 signal = interrupted() => return Err(InstallError::Interrupted(signal)),
@@ -153,9 +192,9 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             }
             if report.healthy { Ok(ExitCode::SUCCESS) } else { Ok(ExitCode::from(manifests::Exit::Unhealthy.code())) }
         }
-        Command::Prune { dry_run } => {
+        Command::Prune { dry_run, keep_snapshots } => {
             let engine = DockerEngine::connect()?;
-            let report = installer::prune::prune(&state, &engine, *dry_run).await?;
+            let report = installer::prune::prune(&state, &engine, *dry_run, *keep_snapshots).await?;
             if cli.json {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {

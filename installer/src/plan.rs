@@ -9,6 +9,7 @@ use manifests::order::waves;
 use manifests::{Condition, Digest, Manifest, MountKind, ServiceDef};
 use serde::Serialize;
 
+use crate::data::{DataSource, Generations, dir_key, volume_key};
 use crate::engine::{ContainerSpec, ContainerState};
 use crate::load::{LoadPlan, plan_load};
 use crate::state::Migrations;
@@ -129,6 +130,14 @@ pub struct Plan {
     pub volumes: Vec<String>,
     /// Services by wave.
     pub waves: Vec<Vec<ServicePlan>>,
+    /// The stack's data sources (named volumes it creates, site data directories) and the
+    /// generation of each this plan mounts.
+    pub data: Vec<DataSource>,
+    /// Data sources to copy before this release's migrations run (keys of `data`; empty when no
+    /// migration runs or `x-bundle.snapshot: []`).
+    pub snapshot_keys: Vec<String>,
+    /// The copy the apply makes first, once sized and named (`None` in the pure plan).
+    pub snapshot: Option<crate::data::snapshot::SnapshotPlan>,
     /// The stack with the site's values filled in.
     #[serde(skip)]
     pub stack: Resolved,
@@ -157,6 +166,8 @@ pub struct HostState {
     pub containers: BTreeMap<String, ContainerState>,
     /// Completed migrations.
     pub migrations: Migrations,
+    /// The generation each data source is at (empty: all at generation 0, the compose names).
+    pub generations: Generations,
 }
 
 /// Container name of a service (compose's scheme).
@@ -184,8 +195,15 @@ pub fn plan(
     file_digests: &BTreeMap<String, Digest>,
     skip_present_layers: bool,
 ) -> Result<Plan, String> {
-    let stack = manifests::compose::resolve(manifest, values)
+    let mut stack = manifests::compose::resolve(manifest, values)
         .map_err(|p| format!("{p}the site's values do not fit the stack; nothing was changed"))?;
+    let data = data_sources(&stack, &host.generations, paths);
+    // Services mount the generation of each volume the host is at.
+    for v in &mut stack.volumes {
+        if let Some(g) = data.iter().find(|d| d.key == volume_key(&v.key)) {
+            v.name.clone_from(&g.current);
+        }
+    }
     let load = plan_load(manifest, host.engine.strategy(), &host.holdings, skip_present_layers);
     let project = &manifest.project;
     // Jobs: migrations, backup, and anything another service waits to complete.
@@ -225,9 +243,15 @@ pub fn plan(
             };
             // The config digest, whatever the engine calls the image: identity is content.
             let image_id = manifest.image(&def.image).map(|i| i.config.digest);
-            let mut spec = container_spec(manifest, &stack, &name, def, values, paths)?;
-            // A secret or config from a site value changes the container when the value does.
+            let mut spec = container_spec(manifest, &stack, &name, def, values, paths, &data)?;
+            // A secret or config from a site value changes the container when the value does;
+            // so does another generation of its data.
             let mut digests = file_digests.clone();
+            for key in def.volumes.iter().filter_map(mount_key) {
+                if let Some(g) = host.generations.get(&key) {
+                    digests.insert(format!("data:{key}"), Digest::of(g.as_bytes()));
+                }
+            }
             for m in def.volumes.iter().filter(|m| m.kind == MountKind::Value) {
                 let value = values.get(&m.source).map_or(&[][..], String::as_bytes);
                 digests.insert(format!("value:{}", m.source), Digest::of(value));
@@ -266,6 +290,21 @@ pub fn plan(
         }
         out_waves.push(plans);
     }
+    let runs_migration =
+        out_waves.iter().flatten().any(|sp: &ServicePlan| sp.kind == Kind::Migration && sp.action == Action::Run);
+    let snapshot_keys = if runs_migration { snapshot_keys(manifest, &stack, &data) } else { Vec::new() };
+    let data = data
+        .into_iter()
+        .map(|mut d| {
+            d.image = out_waves
+                .iter()
+                .flatten()
+                .find(|sp| d.services.contains(&sp.name))
+                .map(|sp| sp.spec.image.clone())
+                .unwrap_or_default();
+            d
+        })
+        .collect();
     Ok(Plan {
         product: manifest.product.clone(),
         project: project.clone(),
@@ -276,8 +315,80 @@ pub fn plan(
         networks: stack.networks.iter().map(|n| n.name.clone()).collect(),
         volumes: stack.volumes.iter().map(|v| v.name.clone()).collect(),
         waves: out_waves,
+        data,
+        snapshot_keys,
+        snapshot: None,
         stack,
     })
+}
+
+/// The data source a mount uses, if it is one (a volume the stack creates, a site data dir).
+fn mount_key(m: &manifests::Mount) -> Option<String> {
+    match m.kind {
+        MountKind::Volume => Some(volume_key(&m.source)),
+        MountKind::SiteData => Some(dir_key(&m.source)),
+        _ => None,
+    }
+}
+
+/// The stack's data sources at the generations the host has.
+fn data_sources(stack: &Resolved, generations: &Generations, paths: &HostPaths) -> Vec<DataSource> {
+    let mut out: Vec<DataSource> = Vec::new();
+    for v in stack.volumes.iter().filter(|v| !v.external) {
+        let key = volume_key(&v.key);
+        out.push(DataSource {
+            current: generations.get(&key).cloned().unwrap_or_else(|| v.name.clone()),
+            key,
+            volume: true,
+            base: v.name.clone(),
+            services: Vec::new(),
+            image: String::new(),
+        });
+    }
+    for (name, def) in &stack.services {
+        for m in &def.volumes {
+            let Some(key) = mount_key(m) else { continue };
+            if m.kind == MountKind::SiteData && !out.iter().any(|d| d.key == key) {
+                let base = paths.data.join(&m.source).display().to_string();
+                out.push(DataSource {
+                    current: generations.get(&key).cloned().unwrap_or_else(|| base.clone()),
+                    key: key.clone(),
+                    volume: false,
+                    base,
+                    services: Vec::new(),
+                    image: String::new(),
+                });
+            }
+            if let Some(d) = out.iter_mut().find(|d| d.key == key)
+                && !d.services.contains(name)
+            {
+                d.services.push(name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// What to copy before the migrations: `x-bundle.snapshot` if the author named it, else what the
+/// migrations and every service they depend on (transitively) mount.
+fn snapshot_keys(manifest: &Manifest, stack: &Resolved, data: &[DataSource]) -> Vec<String> {
+    if let Some(named) = &manifest.snapshot {
+        return data
+            .iter()
+            .filter(|d| named.iter().any(|n| d.key == volume_key(n) || d.key == dir_key(n)))
+            .map(|d| d.key.clone())
+            .collect();
+    }
+    let mut services: BTreeSet<&str> = BTreeSet::new();
+    let mut todo: Vec<&str> = manifest.migrations.iter().map(String::as_str).collect();
+    while let Some(s) = todo.pop() {
+        if services.insert(s)
+            && let Some(def) = stack.services.get(s)
+        {
+            todo.extend(def.depends_on.keys().map(String::as_str));
+        }
+    }
+    data.iter().filter(|d| d.services.iter().any(|s| services.contains(s.as_str()))).map(|d| d.key.clone()).collect()
 }
 
 /// The environment of a service: env files, then `environment` (already filled in).
@@ -316,6 +427,7 @@ fn container_spec(
     def: &ServiceDef,
     values: &BTreeMap<String, String>,
     paths: &HostPaths,
+    data: &[DataSource],
 ) -> Result<ContainerSpec, String> {
     let project = &manifest.project;
     let env = environment(def, &paths.files)?;
@@ -335,7 +447,11 @@ fn container_spec(
             }
             MountKind::Bind => paths.files.join(&m.source).display().to_string(),
             MountKind::SiteData => {
-                let dir = paths.data.join(&m.source);
+                let key = dir_key(&m.source);
+                let dir = data
+                    .iter()
+                    .find(|d| d.key == key)
+                    .map_or_else(|| paths.data.join(&m.source), |d| PathBuf::from(&d.current));
                 site_dirs.push(dir.clone());
                 dir.display().to_string()
             }
@@ -476,6 +592,13 @@ fn mounted_file_digests<'a>(
                 .iter()
                 .filter(|m| m.kind == MountKind::Value)
                 .filter_map(|m| file_digests.get_key_value(&format!("value:{}", m.source)).map(|(k, d)| (k, Some(d)))),
+        )
+        // Another generation of its data (none recorded: generation 0, hashes as before).
+        .chain(
+            def.volumes
+                .iter()
+                .filter_map(mount_key)
+                .filter_map(|k| file_digests.get_key_value(&format!("data:{k}")).map(|(k, d)| (k, Some(d)))),
         )
         .collect()
 }

@@ -149,13 +149,25 @@ pub fn check_host(manifest: &Manifest, plan: &Plan, info: &EngineInfo, state_dir
     let mut checks = Vec::new();
     let mut push = |check, ok, detail: String, exit| checks.push(Check::new(check, ok, detail, exit));
 
-    let need = docker_bytes_needed(manifest, &plan.load);
+    // The snapshot before migrations: volumes are copied on Docker's data root, site data
+    // directories beside themselves under the state dir. Counted before any service stops.
+    let (snap_docker, snap_state) = plan.snapshot.as_ref().map_or((0, 0), |s| (s.volume_bytes, s.dir_bytes));
+    let snap_note = |bytes: u64| {
+        if bytes == 0 { String::new() } else { format!(" (of which {} for the snapshot)", human_bytes(bytes)) }
+    };
+    let need = docker_bytes_needed(manifest, &plan.load) + snap_docker;
     let root = PathBuf::from(&info.root_dir);
     match free_bytes(&root, true) {
         Ok(free) => push(
             "disk",
             free >= need,
-            format!("Docker data root {}: {} free, {} needed", root.display(), human_bytes(free), human_bytes(need)),
+            format!(
+                "Docker data root {}: {} free, {} needed{}",
+                root.display(),
+                human_bytes(free),
+                human_bytes(need),
+                snap_note(snap_docker)
+            ),
             Exit::PreflightDisk,
         ),
         // The installer may not see Docker's root (e.g. a remote DOCKER_HOST): say so, do not fail.
@@ -163,17 +175,19 @@ pub fn check_host(manifest: &Manifest, plan: &Plan, info: &EngineInfo, state_dir
             push("disk", true, format!("Docker data root {}: not measurable here ({e})", root.display()), Exit::Ok)
         }
     }
-    let state_need =
-        manifest.entries.iter().filter(|e| !e.path.starts_with("images/")).map(|e| e.size).sum::<u64>() + (1 << 20);
+    let state_need = manifest.entries.iter().filter(|e| !e.path.starts_with("images/")).map(|e| e.size).sum::<u64>()
+        + (1 << 20)
+        + snap_state;
     match free_bytes(state_dir, false) {
         Ok(free) => push(
             "state-disk",
             free >= state_need,
             format!(
-                "state dir {}: {} free, {} needed",
+                "state dir {}: {} free, {} needed{}",
                 state_dir.display(),
                 human_bytes(free),
-                human_bytes(state_need)
+                human_bytes(state_need),
+                snap_note(snap_state)
             ),
             Exit::PreflightDisk,
         ),

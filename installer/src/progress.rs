@@ -45,6 +45,18 @@ impl Terminal {
         Self { json, bars: !json && !ProgressDrawTarget::stderr().is_hidden(), bar: Mutex::new(None) }
     }
 
+    fn start_bar(&self, total: u64, what: &str) {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{what:>9} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        *self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bar);
+    }
+
     fn line(&self, text: &str) {
         let guard = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match guard.as_ref() {
@@ -63,7 +75,7 @@ impl Reporter for Terminal {
             return;
         }
         if self.json {
-            if !matches!(event, Event::LoadProgress { .. }) {
+            if !matches!(event, Event::LoadProgress { .. } | Event::DataProgress { .. }) {
                 emit(&serde_json::to_string(event).unwrap_or_default());
             }
             return;
@@ -93,18 +105,22 @@ impl Reporter for Terminal {
                     human_bytes(*bytes_skipped)
                 ));
                 if self.bars && *bytes_to_send > 0 {
-                    let bar = ProgressBar::new(*bytes_to_send);
-                    bar.set_style(
-                        ProgressStyle::with_template(
-                            "     load [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                        )
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
-                    );
-                    *self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bar);
+                    self.start_bar(*bytes_to_send, "load");
                 }
             }
-            Event::LoadProgress { bytes } => {
+            Event::DataStart { action, bytes } => {
+                self.line(&format!("{action}: copying {} of data", human_bytes(*bytes)));
+                if self.bars && *bytes > 0 {
+                    self.start_bar(*bytes, action);
+                }
+            }
+            Event::DataDone { action, bytes, seconds } => {
+                if let Some(bar) = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                    bar.finish_and_clear();
+                }
+                self.line(&format!("{action}: {} copied and checked in {seconds:.1}s", human_bytes(*bytes)));
+            }
+            Event::LoadProgress { bytes } | Event::DataProgress { bytes } => {
                 if let Some(bar) = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
                     bar.inc(*bytes);
                 }

@@ -8,7 +8,9 @@
 //! service bind-mounts its files from there). An image is removed by ID and never forced, and only when every tag it
 //! has is one our older releases gave it: Docker itself then refuses while any container (of any
 //! project) uses it, and we refuse when another tag (another product on this host) points to it.
-//! Volumes are never touched.
+//! Volumes in use are never touched: of the copies of data made before migrations (and by
+//! restores), those the installed and the previous release run on stay, and so do the newest
+//! `--keep-snapshots` (3) others; older ones go.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,6 +66,22 @@ pub struct PruneReport {
     pub images: Vec<ImagePrune>,
     /// Docker's data root and its free bytes before and after, when measurable from here.
     pub docker_root: Option<DiskFree>,
+    /// Older copies of the data (volumes, directories) no kept release runs on.
+    pub data: Vec<DataPrune>,
+}
+
+/// One older copy of data.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataPrune {
+    /// Volume name or directory.
+    pub name: String,
+    /// A volume (else a directory).
+    pub volume: bool,
+    /// When it was last copied to or from (unix seconds).
+    pub copied_at: u64,
+    /// Outcome.
+    #[serde(flatten)]
+    pub outcome: ImageOutcome,
 }
 
 /// Free space of Docker's data root around a prune.
@@ -82,10 +100,16 @@ pub struct DiskFree {
 /// # Errors
 /// Nothing installed, an unreadable manifest of a kept release (then nothing is removed),
 /// Docker unreachable, a state directory that cannot be changed.
-pub async fn prune<E: Engine>(state: &StateDir, engine: &E, dry_run: bool) -> Result<PruneReport, InstallError> {
+pub async fn prune<E: Engine>(
+    state: &StateDir,
+    engine: &E,
+    dry_run: bool,
+    keep_snapshots: usize,
+) -> Result<PruneReport, InstallError> {
     let _lock = state.lock()?;
     let installed = state.installed()?.ok_or_else(|| InstallError::NotInstalled(state.root().to_path_buf()))?;
     let previous = state.previous()?;
+    let data = prune_data(state, engine, &installed, previous.as_ref(), dry_run, keep_snapshots).await?;
     let kept_releases: BTreeSet<u64> = std::iter::once(installed.release).chain(previous.map(|p| p.release)).collect();
 
     let releases = state.release_numbers()?;
@@ -173,7 +197,62 @@ pub async fn prune<E: Engine>(state: &StateDir, engine: &E, dry_run: bool) -> Re
         removed_releases,
         held_releases: held.into_iter().collect(),
         images,
+        data,
     })
+}
+
+/// Copies of data (generations) that neither the installed nor the previous release runs on,
+/// beyond the newest `keep`: removed (a volume only if no container uses it: Docker refuses).
+async fn prune_data<E: Engine>(
+    state: &StateDir,
+    engine: &E,
+    installed: &crate::state::Installed,
+    previous: Option<&crate::state::Installed>,
+    dry_run: bool,
+    keep: usize,
+) -> Result<Vec<DataPrune>, InstallError> {
+    let in_use = |key: &str, base: &str, name: &str| {
+        std::iter::once(installed).chain(previous).any(|i| i.generations.get(key).map_or(base == name, |g| g == name))
+    };
+    // Each generation once, with the last time a copy touched it (made, or copied from).
+    let mut candidates: BTreeMap<String, (bool, u64)> = BTreeMap::new();
+    for e in state.copies()? {
+        for name in [&e.copy.from, &e.copy.to] {
+            if in_use(&e.copy.key, &e.copy.base, name) {
+                continue;
+            }
+            let entry = candidates.entry(name.clone()).or_insert((e.copy.volume, e.at));
+            entry.1 = entry.1.max(e.at);
+        }
+    }
+    let mut by_age: Vec<(String, bool, u64)> = Vec::new();
+    for (name, (volume, at)) in candidates {
+        let exists = if volume { engine.volume_exists(&name).await? } else { std::path::Path::new(&name).exists() };
+        if exists {
+            by_age.push((name, volume, at));
+        }
+    }
+    by_age.sort_by(|a, b| b.2.cmp(&a.2));
+    let mut out = Vec::new();
+    for (i, (name, volume, at)) in by_age.into_iter().enumerate() {
+        let outcome = if i < keep {
+            ImageOutcome::Kept(format!("one of the {keep} newest copies kept (--keep-snapshots)"))
+        } else if dry_run {
+            ImageOutcome::WouldRemove
+        } else if volume {
+            match engine.remove_volume(&name).await {
+                Ok(()) => ImageOutcome::Removed,
+                Err(e) => ImageOutcome::Kept(e.to_string()),
+            }
+        } else {
+            match std::fs::remove_dir_all(&name) {
+                Ok(()) => ImageOutcome::Removed,
+                Err(e) => ImageOutcome::Kept(e.to_string()),
+            }
+        };
+        out.push(DataPrune { name, volume, copied_at: at, outcome });
+    }
+    Ok(out)
 }
 
 fn read_release(state: &StateDir, release: u64) -> Result<Manifest, InstallError> {
@@ -213,6 +292,21 @@ pub fn render(report: &PruneReport) -> String {
             s,
             "release directories kept for a container or image that stays: {}",
             list(&report.held_releases)
+        );
+    }
+    for d in &report.data {
+        let what = match &d.outcome {
+            ImageOutcome::Removed => "removed".to_string(),
+            ImageOutcome::WouldRemove => "would remove".to_string(),
+            ImageOutcome::Absent => "already gone".to_string(),
+            ImageOutcome::Kept(why) => format!("kept ({why})"),
+        };
+        let _ = writeln!(
+            s,
+            "  {what:<14} {} {} (copy of {})",
+            if d.volume { "volume" } else { "directory" },
+            d.name,
+            manifests::time::rfc3339(d.copied_at)
         );
     }
     if let Some(d) = &report.docker_root {

@@ -67,6 +67,27 @@ pub enum Event {
         /// Detail.
         detail: Option<String>,
     },
+    /// A copy of the stack's data starts (snapshot, backup, restore).
+    DataStart {
+        /// `snapshot`, `backup` or `restore`.
+        action: String,
+        /// Bytes of data to copy.
+        bytes: u64,
+    },
+    /// Bytes of data copied.
+    DataProgress {
+        /// Bytes in this increment.
+        bytes: u64,
+    },
+    /// The copy is made and checked.
+    DataDone {
+        /// `snapshot`, `backup` or `restore`.
+        action: String,
+        /// Bytes copied.
+        bytes: u64,
+        /// Seconds since the writers were stopped.
+        seconds: f64,
+    },
     /// A line of information.
     Info {
         /// Text.

@@ -17,6 +17,7 @@
 //! history.jsonl           every apply: release, time, outcome, operator, overrides
 //! migrations.json         every migration that completed, per release (never forgotten)
 //! values.json             the operator's variables, mode 0600
+//! copies.json             every copy of data made before migrations or by a restore (for prune)
 //! releases/<n>/bundle.json, bundle.json.minisig, files/...   release n's signed manifest and config files
 //! ```
 
@@ -53,6 +54,16 @@ pub struct Installed {
     pub applied_at: u64,
     /// Service name -> container name and config hash.
     pub services: BTreeMap<String, InstalledService>,
+    /// The generation each data source is at (empty: the compose names).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub generations: crate::data::Generations,
+    /// Completed migrations when this release was installed: they match its data, and come
+    /// back with it on a rollback to this release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<Migrations>,
+    /// The copy made before this release's migrations (what a rollback from it returns to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::data::snapshot::SnapshotRecord>,
 }
 
 /// One installed service.
@@ -104,6 +115,9 @@ pub struct Journal {
     pub finished: bool,
     /// Steps in the order they were recorded.
     pub steps: Vec<JournalStep>,
+    /// The copy of the data made (or being made) before this release's migrations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::data::snapshot::SnapshotRecord>,
 }
 
 impl Journal {
@@ -116,6 +130,7 @@ impl Journal {
             started_at: manifests::time::now(),
             finished: false,
             steps: Vec::new(),
+            snapshot: None,
         }
     }
 }
@@ -148,7 +163,7 @@ pub struct HistoryEntry {
 }
 
 /// A completed migration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MigrationRecord {
     /// Release it ran for.
     pub release: u64,
@@ -161,7 +176,7 @@ pub struct MigrationRecord {
 }
 
 /// Every completed migration, keyed `r<release>/<service>`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
 pub struct Migrations {
     /// Records.
     pub done: BTreeMap<String, MigrationRecord>,
@@ -178,6 +193,16 @@ impl Migrations {
     pub fn is_done(&self, release: u64, service: &str) -> bool {
         self.done.contains_key(&Self::key(release, service))
     }
+}
+
+/// One copy of data in `copies.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyLogEntry {
+    /// What was copied from where to where.
+    #[serde(flatten)]
+    pub copy: crate::data::snapshot::PlannedCopy,
+    /// When (unix seconds).
+    pub at: u64,
 }
 
 /// The held lock; released when dropped (or when the process dies).
@@ -411,6 +436,23 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(InstallError::State { path, source: e }),
         }
+    }
+
+    /// Every copy of data made (snapshots, restores), for `installer prune`.
+    ///
+    /// # Errors
+    /// Unreadable state.
+    pub fn copies(&self) -> Result<Vec<CopyLogEntry>, InstallError> {
+        Ok(self.read_json("copies.json")?.unwrap_or_default())
+    }
+    /// Record copies just made.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn log_copies(&self, copies: &[crate::data::snapshot::PlannedCopy], at: u64) -> Result<(), InstallError> {
+        let mut log = self.copies()?;
+        log.extend(copies.iter().map(|c| CopyLogEntry { copy: c.clone(), at }));
+        self.write_json("copies.json", &log)
     }
 
     /// Saved operator values (JSON, so every value round-trips exactly).

@@ -57,6 +57,12 @@ pub enum Exit {
     Unhealthy = 40,
     /// `installer status`: nothing is installed yet.
     NotInstalled = 41,
+    /// A copy of the stack's data (snapshot, backup, restore) could not be made or checked;
+    /// the services stopped for it run again.
+    DataCopyFailed = 42,
+    /// `installer restore`: the backup file is damaged, incomplete, or of another product or
+    /// release; nothing was changed.
+    BackupInvalid = 43,
     /// Preflight: not enough free space on Docker's data root or the state directory.
     PreflightDisk = 50,
     /// Preflight: the Docker Engine is too old for the bundle.
@@ -96,6 +102,8 @@ impl Exit {
         Exit::RollbackFailed,
         Exit::Unhealthy,
         Exit::NotInstalled,
+        Exit::DataCopyFailed,
+        Exit::BackupInvalid,
         Exit::PreflightDisk,
         Exit::PreflightDocker,
         Exit::PreflightPlatform,
@@ -138,6 +146,8 @@ impl Exit {
             Exit::RollbackFailed => "rollback-failed",
             Exit::Unhealthy => "unhealthy",
             Exit::NotInstalled => "not-installed",
+            Exit::DataCopyFailed => "data-copy-failed",
+            Exit::BackupInvalid => "backup-invalid",
             Exit::PreflightDisk => "preflight-disk",
             Exit::PreflightDocker => "preflight-docker",
             Exit::PreflightPlatform => "preflight-platform",

@@ -55,6 +55,11 @@ pub struct Manifest {
     pub migrations: Vec<String>,
     /// One-shot backup service, run before the migrations.
     pub backup: Option<String>,
+    /// `x-bundle.snapshot`: what the installer copies before this release's migrations run
+    /// (volume keys, site data directories). `None`: the volumes and site data directories that
+    /// the migrations and the services they depend on mount; empty: no snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Vec<String>>,
     /// Operator-supplied variables (names and defaults only; values are never in a bundle).
     pub variables: BTreeMap<String, VariableDef>,
     /// Health gate settings.

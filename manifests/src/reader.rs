@@ -615,6 +615,7 @@ pub(crate) fn empty_manifest() -> Manifest {
         stack: serde_json::json!({"services": {}}),
         migrations: Vec::new(),
         backup: None,
+        snapshot: None,
         variables: std::collections::BTreeMap::new(),
         health: crate::HealthSettings { timeout_ms: 0 },
         requires: crate::Requirements { image_bytes: 0, docker_api_version: String::new() },

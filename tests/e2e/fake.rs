@@ -321,6 +321,31 @@ impl Engine for FakeEngine {
     async fn logs(&self, _id: &str, _lines: usize) -> Result<String, InstallError> {
         Ok("boom: scripted failure".into())
     }
+    // Data copies are tested on the real dockerd (tests/e2e/data.rs); these tests apply with
+    // --no-snapshot.
+    async fn volume_mountpoint(&self, _name: &str) -> Result<Option<std::path::PathBuf>, InstallError> {
+        Ok(None)
+    }
+    async fn remove_volume(&self, _name: &str) -> Result<(), InstallError> {
+        Ok(())
+    }
+    async fn volume_users(&self, _name: &str) -> Result<Vec<ContainerState>, InstallError> {
+        Ok(vec![])
+    }
+    async fn labelled(&self, _label: &str) -> Result<Vec<ContainerState>, InstallError> {
+        Ok(vec![])
+    }
+    async fn export(&self, _id: &str, _path: &str, _sink: mpsc::Sender<Bytes>) -> Result<(), InstallError> {
+        Err(InstallError::Docker { action: "export".into(), message: "not in the fake engine".into() })
+    }
+    async fn import(
+        &self,
+        _id: &str,
+        _path: &str,
+        _body: mpsc::Receiver<std::io::Result<Bytes>>,
+    ) -> Result<(), InstallError> {
+        Err(InstallError::Docker { action: "import".into(), message: "not in the fake engine".into() })
+    }
 }
 
 const COMPOSE: &str = r"
@@ -393,6 +418,8 @@ fn options(dir: &Path, bundle: &Path, public: &Path) -> installer::apply::ApplyO
         values_file: None,
         allow_downgrade: false,
         adopt: false,
+        // Data copies need the archive endpoints: tested on the real dockerd (tests/e2e/data.rs).
+        no_snapshot: true,
     }
 }
 

@@ -52,7 +52,16 @@ pub(super) async fn converge<E: Engine>(
             }
         }
     }
+    let snapshot = ctx.snapshot().filter(|s| s.done && s.release == manifest.release);
     let installed = Installed {
+        generations: the_plan
+            .data
+            .iter()
+            .filter(|d| d.current != d.base)
+            .map(|d| (d.key.clone(), d.current.clone()))
+            .collect(),
+        migrations: Some(state.migrations()?),
+        snapshot: snapshot.clone(),
         product: manifest.product.clone(),
         project: manifest.project.clone(),
         release: manifest.release,
@@ -82,6 +91,19 @@ pub(super) async fn converge<E: Engine>(
         j.finished = true;
         state.save_journal(&j)?;
     }
+    if let Some(s) = &snapshot {
+        let downtime = manifests::time::now().saturating_sub(s.taken_at);
+        outcome.downtime_secs = Some(downtime as f64);
+        reporter.event(&Event::Info {
+            message: format!(
+                "data: the release runs on the copies ({}); release {} keeps the originals for a rollback; \
+                 downtime {downtime}s",
+                s.copies.iter().map(|c| c.to.as_str()).collect::<Vec<_>>().join(", "),
+                host_release(state)
+            ),
+        });
+        outcome.snapshot = Some(s.clone());
+    }
     reporter.event(&Event::Applied {
         product: manifest.product.clone(),
         version: manifest.version.clone(),
@@ -89,6 +111,11 @@ pub(super) async fn converge<E: Engine>(
         seconds: started.elapsed().as_secs_f64(),
     });
     Ok(outcome)
+}
+
+/// The release that keeps the original data: the one installed before this apply.
+fn host_release(state: &StateDir) -> String {
+    state.previous().ok().flatten().map_or_else(|| "before".into(), |p| p.release.to_string())
 }
 
 pub(super) async fn run_waves<E: Engine>(
@@ -125,6 +152,11 @@ pub(super) async fn run_service<E: Engine>(
         Action::Keep => {
             ctx.service(&sp.name, "keep", Some("unchanged".into()));
             let id = host.containers.get(&sp.container).map(|c| c.id.clone()).unwrap_or_default();
+            // Stopped for the snapshot (it writes through a service whose data was copied).
+            if ctx.engine.container(&id).await?.is_some_and(|c| !c.running) {
+                ctx.engine.start(&id).await?;
+                ctx.service(&sp.name, "started", Some("again, after the snapshot".into()));
+            }
             wait_gate(ctx, sp, &id).await
         }
         Action::Create | Action::Recreate { .. } => {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use manifests::{Digest, Manifest};
 use tokio::sync::mpsc;
 
+use crate::data::snapshot::{self, SnapshotRecord};
 use crate::engine::{ContainerState, Engine, Health};
 use crate::error::InstallError;
 use crate::load::{FilesTarget, ImageAction};
@@ -31,10 +32,12 @@ use crate::{preflight, trust, values};
 
 mod converge;
 mod images;
+mod restore;
 mod rollback;
 
 use converge::{check_external, converge, wait_gate};
 use images::{load_images, tag_present};
+pub use restore::{DataOptions, backup_installed, restore};
 pub use rollback::{RollbackOptions, rollback_on_demand};
 
 /// What to apply.
@@ -52,6 +55,8 @@ pub struct ApplyOptions {
     pub allow_downgrade: bool,
     /// Take over a project whose containers this state directory did not create.
     pub adopt: bool,
+    /// Run the migrations without copying the data first (recorded in the history).
+    pub no_snapshot: bool,
 }
 
 /// The result of an apply.
@@ -69,13 +74,20 @@ pub struct Outcome {
     pub kept: Vec<String>,
     /// Migrations run.
     pub migrations_run: Vec<String>,
+    /// The copy made before the migrations (sources, from which generation to which).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotRecord>,
+    /// Seconds from stopping the first service for the snapshot to the last service healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime_secs: Option<f64>,
 }
 
-struct Ctx<'a, E> {
-    engine: &'a E,
-    reporter: &'a dyn Reporter,
-    state: &'a StateDir,
-    manifest: &'a Manifest,
+/// What every step of an apply shares.
+pub(crate) struct Ctx<'a, E> {
+    pub(crate) engine: &'a E,
+    pub(crate) reporter: &'a dyn Reporter,
+    pub(crate) state: &'a StateDir,
+    pub(crate) manifest: &'a Manifest,
     journal: Mutex<Journal>,
     health_timeout: Duration,
 }
@@ -92,12 +104,21 @@ impl<'a, E: Engine> Ctx<'a, E> {
         Self { engine, reporter, state, manifest, journal: Mutex::new(journal), health_timeout }
     }
 
-    fn record(&self, name: &str, status: StepStatus) -> Result<(), InstallError> {
+    pub(crate) fn record(&self, name: &str, status: StepStatus) -> Result<(), InstallError> {
         let mut j = self.journal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         j.steps.push(JournalStep { name: name.to_string(), status, at: manifests::time::now() });
         self.state.save_journal(&j)
     }
-    fn service(&self, service: &str, status: &str, detail: Option<String>) {
+    /// Record the snapshot of this apply in the journal (before anything it does).
+    pub(crate) fn set_snapshot(&self, record: Option<SnapshotRecord>) -> Result<(), InstallError> {
+        let mut j = self.journal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        j.snapshot = record;
+        self.state.save_journal(&j)
+    }
+    pub(crate) fn snapshot(&self) -> Option<SnapshotRecord> {
+        self.journal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).snapshot.clone()
+    }
+    pub(crate) fn service(&self, service: &str, status: &str, detail: Option<String>) {
         self.reporter.event(&Event::Service { service: service.into(), status: status.into(), detail });
     }
 }
@@ -122,6 +143,7 @@ pub async fn host_state<E: Engine>(
         holdings: kind.strategy().holdings(&engine.images().await?, &known),
         containers,
         migrations: state.migrations()?,
+        generations: state.installed()?.map(|i| i.generations).unwrap_or_default(),
     })
 }
 
@@ -226,6 +248,9 @@ pub async fn apply<E: Engine>(
     if opts.adopt && previous.is_none() {
         overrides.push("--adopt".to_string());
     }
+    if opts.no_snapshot {
+        overrides.push("--no-snapshot".to_string());
+    }
     record_history(&state, &manifest, key_id, previous, &result, overrides);
     result
 }
@@ -301,21 +326,27 @@ async fn apply_signed<E: Engine>(
     check_policy(&manifest, installed.as_ref(), opts.allow_downgrade)?;
     let installed_before = installed.clone();
     let info = engine.info().await?;
-    let host = host_state(engine, &manifest, state).await?;
+    let mut host = host_state(engine, &manifest, state).await?;
     // Before the values: another state directory also lacks the site's saved values, and the
     // operator should hear about the directory, not about a missing password.
     check_ownership(&manifest, state, &host, opts.adopt)?;
     let saved = state.values()?;
     let values = values::resolve(&manifest, opts.values_file.as_deref(), &saved, &|k| std::env::var(k).ok())?;
-    let digests = file_digests(&manifest);
-    let the_plan = plan::plan(&manifest, &host, &values, &state.paths(manifest.release), &digests, true)
-        .map_err(InstallError::Preflight)?;
+    let mut journal = state.journal()?;
+    let resuming = journal.manifest_sha256 == Some(signed.manifest_sha256) && !journal.finished;
+    let earlier_snapshot = if resuming { journal.snapshot.clone() } else { None };
+    // An interrupted apply that finished its copy goes on with the copies.
+    if let Some(done) = earlier_snapshot.as_ref().filter(|s| s.done) {
+        host.generations.clone_from(&done.generations);
+    }
+    let (the_plan, new_snapshot) =
+        plan_with_snapshot(engine, &manifest, &host, &values, state, earlier_snapshot.as_ref(), opts.no_snapshot)
+            .await?;
     run_preflight(reporter, &manifest, &the_plan, &info, state, &host)?;
     check_external(engine, &the_plan).await?;
 
     // Nothing on the host has changed so far. From here on, every step is journaled.
-    let mut journal = state.journal()?;
-    if journal.manifest_sha256 == Some(signed.manifest_sha256) && !journal.finished {
+    if resuming {
         reporter.event(&Event::Resuming {
             steps_done: journal.steps.iter().filter(|s| s.status == StepStatus::Done).count(),
         });
@@ -349,6 +380,10 @@ async fn apply_signed<E: Engine>(
     }
     state.save_values(&values)?;
 
+    if let Some(planned) = &new_snapshot {
+        let partial = earlier_snapshot.filter(|s| !s.done);
+        snapshot::take(&ctx, &the_plan, planned, partial).await?;
+    }
     let outcome = Outcome {
         release: manifest.release,
         bytes_sent,
@@ -356,8 +391,38 @@ async fn apply_signed<E: Engine>(
         changed: vec![],
         kept: vec![],
         migrations_run: vec![],
+        snapshot: None,
+        downtime_secs: None,
     };
     converge(&ctx, &the_plan, &host, installed_before.is_some(), verified.manifest_sha256, started, outcome).await
+}
+
+/// The plan, and the copy to make before its migrations (then the plan runs on the copies).
+/// `earlier` is the snapshot record of an interrupted apply of the same bundle.
+///
+/// # Errors
+/// Values that do not fit, Docker unreachable.
+pub(crate) async fn plan_with_snapshot<E: Engine>(
+    engine: &E,
+    manifest: &Manifest,
+    host: &HostState,
+    values: &BTreeMap<String, String>,
+    state: &StateDir,
+    earlier: Option<&SnapshotRecord>,
+    no_snapshot: bool,
+) -> Result<(Plan, Option<snapshot::SnapshotPlan>), InstallError> {
+    let digests = file_digests(manifest);
+    let paths = state.paths(manifest.release);
+    let mut the_plan = plan::plan(manifest, host, values, &paths, &digests, true).map_err(InstallError::Preflight)?;
+    if no_snapshot || earlier.is_some_and(|s| s.done) {
+        return Ok((the_plan, None));
+    }
+    let Some(planned) = snapshot::prepare(engine, &the_plan, earlier).await? else { return Ok((the_plan, None)) };
+    let mut after = host.clone();
+    after.generations = snapshot::generations_after(&host.generations, &planned);
+    the_plan = plan::plan(manifest, &after, values, &paths, &digests, true).map_err(InstallError::Preflight)?;
+    the_plan.snapshot = Some(planned.clone());
+    Ok((the_plan, Some(planned)))
 }
 
 /// Every host check, reported line by line, then the ports; stops at the first failure.
@@ -396,8 +461,7 @@ pub async fn plan_only<E: Engine>(opts: &ApplyOptions, engine: &E) -> Result<Pla
     let host = host_state(engine, &manifest, &state).await?;
     check_ownership(&manifest, &state, &host, opts.adopt)?;
     let values = values::resolve(&manifest, opts.values_file.as_deref(), &state.values()?, &|k| std::env::var(k).ok())?;
-    let plan = plan::plan(&manifest, &host, &values, &state.paths(manifest.release), &file_digests(&manifest), true)
-        .map_err(InstallError::Preflight)?;
+    let (plan, _) = plan_with_snapshot(engine, &manifest, &host, &values, &state, None, opts.no_snapshot).await?;
     let mut preflight = preflight::check_host(&manifest, &plan, &info, state.root());
     preflight.checks.push(preflight::ports_line(&plan, &host));
     Ok(PlanReport { plan, preflight })
@@ -439,6 +503,19 @@ pub fn render_plan(report: &PlanReport) -> String {
             i.layers_sent,
             i.layers_skipped
         );
+    }
+    if let Some(snap) = &p.snapshot {
+        let _ = writeln!(s, "snapshot before the migrations (the previous release keeps the originals):");
+        for c in &snap.copies {
+            let _ = writeln!(
+                s,
+                "  {:<8} {} -> {} ({})",
+                if c.volume { "volume" } else { "dir" },
+                c.from,
+                c.to,
+                manifests::display::human_bytes(c.bytes)
+            );
+        }
     }
     for (n, wave) in p.waves.iter().enumerate() {
         let _ = writeln!(s, "wave {}:", n + 1);

@@ -36,7 +36,29 @@ pub(super) async fn rollback<E: Engine>(ctx: &Ctx<'_, E>, the_plan: &Plan, cause
             Err(e) => return InstallError::RollbackFailed { cause: Box::new(cause), error: Box::new(e) },
         }
     }
-    if restored.is_empty() {
+    // The data: the set-aside containers mount the generations the copy was made from, never
+    // written since. The migration records go back with it, so that applying this release
+    // again runs its migrations again (on a fresh copy). Services stopped for the copy and
+    // never replaced start again.
+    let mut data = String::new();
+    if let Some(snap) = ctx.snapshot().filter(|s| s.release == ctx.manifest.release) {
+        if let Err(e) = ctx.state.save_migrations(&snap.migrations_before) {
+            return InstallError::RollbackFailed { cause: Box::new(cause), error: Box::new(e) };
+        }
+        snapshot::restart(ctx, &snap.stopped).await;
+        if let Err(e) = ctx.set_snapshot(None) {
+            return InstallError::RollbackFailed { cause: Box::new(cause), error: Box::new(e) };
+        }
+        if snap.done {
+            data = format!(
+                "\nthe data is back as it was before the migrations ({}); the failed release's copies are kept until \
+                 `installer prune` ({}), and applying this release again runs its migrations again",
+                snap.copies.iter().map(|c| c.from.as_str()).collect::<Vec<_>>().join(", "),
+                snap.copies.iter().map(|c| c.to.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if restored.is_empty() && data.is_empty() {
         return cause;
     }
     restored.reverse();
@@ -46,7 +68,7 @@ pub(super) async fn rollback<E: Engine>(ctx: &Ctx<'_, E>, the_plan: &Plan, cause
         }
     }
     let services = restored.iter().map(|(sp, _)| sp.name.as_str()).collect::<Vec<_>>().join(", ");
-    InstallError::RolledBack { cause: Box::new(cause), services }
+    InstallError::RolledBack { cause: Box::new(cause), services, data }
 }
 
 /// What `installer rollback` needs.
@@ -56,6 +78,8 @@ pub struct RollbackOptions {
     pub state_dir: PathBuf,
     /// Extra trusted keys.
     pub keys: Vec<PathBuf>,
+    /// Go back even though the data goes back too (writes since the upgrade are set aside).
+    pub yes: bool,
 }
 
 /// `installer rollback`: go back to the release installed before the current one, from what the
@@ -81,23 +105,54 @@ pub async fn rollback_on_demand<E: Engine>(
             current.release
         ))
     })?;
-    let dir = state.release_dir(target.release);
-    let bytes = std::fs::read(dir.join("bundle.json")).map_err(InstallError::state(dir.join("bundle.json")))?;
-    let signature = std::fs::read_to_string(dir.join("bundle.json.minisig"))
-        .map_err(InstallError::state(dir.join("bundle.json.minisig")))?;
-    let bundle_err = |source| InstallError::Bundle { path: dir.join("bundle.json"), source };
-    let signer = keys.verify(&bytes, &signature).map_err(|e| bundle_err(e.into()))?;
-    let manifest = Manifest::from_bytes(&bytes).map_err(|e| bundle_err(e.into()))?;
+    let (manifest, bytes, signer) = open_release(&state, &keys, target.release)?;
     reporter.event(&Event::Verified {
         product: manifest.product.clone(),
         version: manifest.version.clone(),
         release: manifest.release,
         key_id: signer.key_id.to_string(),
     });
+    // Whether the data goes back too: the current release runs on copies made before its
+    // migrations; the target release on the originals, as they were then.
+    let data_back: Vec<String> = target
+        .generations
+        .iter()
+        .chain(current.generations.iter())
+        .filter(|(k, _)| target.generations.get(*k) != current.generations.get(*k))
+        .map(|(k, _)| k.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !data_back.is_empty() {
+        let kept = data_back.iter().filter_map(|k| current.generations.get(k).cloned()).collect::<Vec<_>>().join(", ");
+        let back = data_back
+            .iter()
+            .map(|k| target.generations.get(k).cloned().unwrap_or_else(|| format!("{k} (its first generation)")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let what = format!(
+            "release {} runs on its own data ({back}), as it was before release {}'s migrations; what was written since \
+             {} stays in {kept}, set aside, not deleted",
+            target.release,
+            current.release,
+            manifests::time::rfc3339(current.applied_at)
+        );
+        if !opts.yes {
+            return Err(InstallError::Policy(format!("{what}. Run `installer rollback --yes` to go back anyway")));
+        }
+        reporter.event(&Event::Info { message: format!("data: {what}") });
+    }
+    let migrations_now = state.migrations()?;
     let result = async {
         let values = state.values()?;
         let info = engine.info().await?;
-        let host = host_state(engine, &manifest, &state).await?;
+        let mut host = host_state(engine, &manifest, &state).await?;
+        host.generations.clone_from(&target.generations);
+        // The migration records that match the target's data.
+        if let Some(m) = &target.migrations {
+            state.save_migrations(m)?;
+            host.migrations = m.clone();
+        }
         let the_plan =
             plan::plan(&manifest, &host, &values, &state.paths(manifest.release), &file_digests(&manifest), true)
                 .map_err(InstallError::Preflight)?;
@@ -120,11 +175,37 @@ pub async fn rollback_on_demand<E: Engine>(
             changed: vec![],
             kept: vec![],
             migrations_run: vec![],
+            snapshot: None,
+            downtime_secs: None,
         };
         converge(&ctx, &the_plan, &host, true, manifest_sha256, started, outcome).await
     }
     .await;
+    if result.is_err() {
+        // Still on the current release: its records stay.
+        let _ = state.save_migrations(&migrations_now);
+    }
     let overrides = vec![format!("installer rollback from release {}", current.release)];
     record_history(&state, &manifest, signer.key_id.to_string(), Some(current.release), &result, overrides);
     result
+}
+
+/// A release this host keeps (`releases/<n>`): its manifest, checked again against the trusted
+/// keys (the state dir is not trusted more than a bundle).
+///
+/// # Errors
+/// Missing or unreadable files, a bad signature.
+pub(crate) fn open_release(
+    state: &StateDir,
+    keys: &manifests::TrustedKeys,
+    release: u64,
+) -> Result<(Manifest, Vec<u8>, manifests::signature::Verified), InstallError> {
+    let dir = state.release_dir(release);
+    let bytes = std::fs::read(dir.join("bundle.json")).map_err(InstallError::state(dir.join("bundle.json")))?;
+    let signature = std::fs::read_to_string(dir.join("bundle.json.minisig"))
+        .map_err(InstallError::state(dir.join("bundle.json.minisig")))?;
+    let bundle_err = |source| InstallError::Bundle { path: dir.join("bundle.json"), source };
+    let signer = keys.verify(&bytes, &signature).map_err(|e| bundle_err(e.into()))?;
+    let manifest = Manifest::from_bytes(&bytes).map_err(|e| bundle_err(e.into()))?;
+    Ok((manifest, bytes, signer))
 }

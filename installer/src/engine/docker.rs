@@ -342,22 +342,7 @@ impl Engine for DockerEngine {
     }
 
     async fn project_containers(&self, project: &str) -> Result<Vec<ContainerState>, InstallError> {
-        let filters = HashMap::from([("label", vec![format!("com.docker.compose.project={project}")])]);
-        let list = self
-            .docker
-            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
-            .await
-            .map_err(classify("list containers"))?;
-        let mut out = Vec::new();
-        for c in list {
-            if let Some(id) = c.id
-                && let Some(state) = self.container(&id).await?
-            {
-                out.push(state);
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        self.filtered("label", &format!("com.docker.compose.project={project}")).await
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, InstallError> {
@@ -553,5 +538,77 @@ impl Engine for DockerEngine {
             }
         }
         Ok(out.trim_end().to_string())
+    }
+
+    async fn volume_mountpoint(&self, name: &str) -> Result<Option<std::path::PathBuf>, InstallError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(v.mountpoint.into())),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(classify(&format!("inspect volume {name}"))(e)),
+        }
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), InstallError> {
+        match self.docker.remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(classify(&format!("remove volume {name}"))(e)),
+        }
+    }
+
+    async fn volume_users(&self, name: &str) -> Result<Vec<ContainerState>, InstallError> {
+        self.filtered("volume", name).await
+    }
+
+    async fn labelled(&self, label: &str) -> Result<Vec<ContainerState>, InstallError> {
+        self.filtered("label", label).await
+    }
+
+    async fn export(&self, id: &str, path: &str, sink: mpsc::Sender<Bytes>) -> Result<(), InstallError> {
+        let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default().path(path).build();
+        let mut stream = self.docker.download_from_container(id, Some(opts));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(classify(&format!("read {path} of container {id}")))?;
+            if sink.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn import(
+        &self,
+        id: &str,
+        path: &str,
+        body: mpsc::Receiver<std::io::Result<Bytes>>,
+    ) -> Result<(), InstallError> {
+        let stream = futures_util::stream::unfold(body, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        // Never `copyUIDGID`: it would chown every file to the helper's user.
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default().path(path).build();
+        self.docker
+            .upload_to_container(id, Some(opts), bollard::body_try_stream(stream))
+            .await
+            .map_err(classify(&format!("write {path} of container {id}")))
+    }
+}
+
+impl DockerEngine {
+    async fn filtered(&self, key: &str, value: &str) -> Result<Vec<ContainerState>, InstallError> {
+        let filters = HashMap::from([(key, vec![value.to_string()])]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+            .await
+            .map_err(classify("list containers"))?;
+        let mut out = Vec::new();
+        for c in list {
+            if let Some(id) = c.id
+                && let Some(state) = self.container(&id).await?
+            {
+                out.push(state);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 }

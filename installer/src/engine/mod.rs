@@ -145,7 +145,7 @@ pub struct EngineInfo {
 }
 
 /// A container to create.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ContainerSpec {
     /// Container name.
     pub name: String,
@@ -280,4 +280,27 @@ pub trait Engine {
     async fn wait_exit(&self, id: &str) -> Result<i64, InstallError>;
     /// The last `lines` lines of a container's output.
     async fn logs(&self, id: &str, lines: usize) -> Result<String, InstallError>;
+    /// Where a volume's data lives on this host (its `Mountpoint`), `None` when it does not
+    /// exist. Sizes are measured there: `/system/df` changed shape in API 1.52 and walks every
+    /// volume of the host.
+    async fn volume_mountpoint(&self, name: &str) -> Result<Option<std::path::PathBuf>, InstallError>;
+    /// Remove a volume. Only the installer's own snapshot copies are ever removed (a copy left
+    /// half made, or one `installer prune` no longer keeps); the engine refuses while a
+    /// container uses it.
+    async fn remove_volume(&self, name: &str) -> Result<(), InstallError>;
+    /// Every container (any project, any state) that mounts a volume.
+    async fn volume_users(&self, name: &str) -> Result<Vec<ContainerState>, InstallError>;
+    /// Containers carrying a label (`key=value`), any state.
+    async fn labelled(&self, label: &str) -> Result<Vec<ContainerState>, InstallError>;
+    /// Stream the tar archive of `path` in a container (created, never started, is enough)
+    /// into `sink`, chunk by chunk. A closed sink stops the download.
+    async fn export(&self, id: &str, path: &str, sink: mpsc::Sender<Bytes>) -> Result<(), InstallError>;
+    /// Unpack a tar archive into a container at `path` (uid/gid and modes as in the archive).
+    /// An `Err` item from `body` aborts the upload.
+    async fn import(
+        &self,
+        id: &str,
+        path: &str,
+        body: mpsc::Receiver<std::io::Result<Bytes>>,
+    ) -> Result<(), InstallError>;
 }

@@ -41,6 +41,9 @@ pub struct Prepared {
     pub migrations: Vec<String>,
     /// Backup service.
     pub backup: Option<String>,
+    /// `x-bundle.snapshot`: the data copied before migrations (volume keys, site data
+    /// directories); `None` = the default set.
+    pub snapshot: Option<Vec<String>>,
     /// Health gate.
     pub health: HealthSettings,
     /// Relative paths to bundle (files and directories).
@@ -168,13 +171,15 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
         ));
     }
     for k in xb.keys() {
-        if !["product", "channel", "migrations", "backup", "variables", "health", "pin"].contains(&k.as_str()) {
+        if !["product", "channel", "migrations", "backup", "snapshot", "variables", "health", "pin"]
+            .contains(&k.as_str())
+        {
             problems.push(problem(
                 file,
                 text,
                 &format!("x-bundle.{k}"),
                 format!("unknown x-bundle key `{k}`"),
-                Some("known: product, channel, migrations, backup, variables, health, pin"),
+                Some("known: product, channel, migrations, backup, snapshot, variables, health, pin"),
             ));
         }
     }
@@ -187,6 +192,12 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
     };
     let migrations = names_list("migrations");
     let backup = xs("backup");
+    let snapshot = xb.contains_key("snapshot").then(|| {
+        names_list("snapshot")
+            .into_iter()
+            .map(|n| n.trim_start_matches("./").trim_end_matches('/').to_string())
+            .collect::<Vec<_>>()
+    });
     let pin_names = names_list("pin");
     let mut declared: BTreeMap<String, VariableDef> = BTreeMap::new();
     if let Some(Json::Object(vars)) = xb.get("variables") {
@@ -483,6 +494,33 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
             }
         }
     }
+    // Each name in `x-bundle.snapshot` is data the installer can copy: a named volume it
+    // creates, or a site data directory a service mounts.
+    for name in snapshot.iter().flatten() {
+        let volume = probe.volumes.iter().find(|v| &v.key == name);
+        let site_dir = probe
+            .services
+            .values()
+            .flat_map(|s| &s.volumes)
+            .any(|m| m.kind == crate::MountKind::SiteData && &m.source == name);
+        let why = match volume {
+            Some(v) if v.external => Some("is an `external` volume: someone else's data, never copied"),
+            Some(_) => None,
+            None if site_dir => None,
+            None => Some("is neither a named volume of this file nor a site data directory a service mounts"),
+        };
+        if let Some(why) = why {
+            problems.push(problem(
+                file,
+                text,
+                "x-bundle.snapshot",
+                format!("x-bundle.snapshot names `{name}`, which {why}"),
+                Some(
+                    "list volume keys (`dbdata`) or bind-mounted data directories (`./data`); `[]` turns snapshots off",
+                ),
+            ));
+        }
+    }
     if let Err(e) = crate::order::start_order(&probe.services) {
         problems.push(problem(file, text, "services", e.to_string(), None));
     }
@@ -501,6 +539,7 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
         pinned,
         migrations,
         backup,
+        snapshot,
         health: HealthSettings { timeout_ms },
         files: sources.files,
         images,
