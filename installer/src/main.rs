@@ -308,6 +308,9 @@ fn render_status(r: &installer::status::StatusReport) -> String {
         let mark = if svc.ok { "" } else { "  <-- not ok" };
         let _ = writeln!(s, "{:<12} {:<10} {:<10} {:<10} {}{mark}", svc.service, state, health, uptime, svc.image);
     }
+    for (key, at) in &r.data {
+        let _ = writeln!(s, "data {key}: {at} (a copy made before migrations, or restored)");
+    }
     let _ = writeln!(s, "{}", if r.healthy { "all services ok" } else { "NOT HEALTHY" });
     s
 }

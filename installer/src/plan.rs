@@ -562,9 +562,14 @@ fn what_changed(existing: &ContainerState, parts: &str, reference: &str) -> Stri
             "image" => format!("image changed (now {reference})"),
             "environment" => "environment changed (bundle or operator values)".into(),
             "files" => "a bundled config file changed".into(),
+            "data" => "its data is now the copy made before this release's migrations".into(),
             _ => "service definition changed".into(),
         })
         .collect();
+    let mut changed = changed;
+    if old.contains_key("data") && !parts.split(',').any(|kv| kv.starts_with("data=")) {
+        changed.push("its data goes back to the original generation".into());
+    }
     if changed.is_empty() {
         // Same parts, different hash: the project name, which is not a part of its own.
         "project settings changed".into()
@@ -593,13 +598,6 @@ fn mounted_file_digests<'a>(
                 .filter(|m| m.kind == MountKind::Value)
                 .filter_map(|m| file_digests.get_key_value(&format!("value:{}", m.source)).map(|(k, d)| (k, Some(d)))),
         )
-        // Another generation of its data (none recorded: generation 0, hashes as before).
-        .chain(
-            def.volumes
-                .iter()
-                .filter_map(mount_key)
-                .filter_map(|k| file_digests.get_key_value(&format!("data:{k}")).map(|(k, d)| (k, Some(d)))),
-        )
         .collect()
 }
 
@@ -618,30 +616,42 @@ pub fn config_hash(
 ) -> (String, String) {
     let env = &def.environment;
     let files = mounted_file_digests(def, file_digests);
+    // Another generation of its data (none recorded: generation 0, and the hash is as it was
+    // before generations existed).
+    let data: BTreeMap<String, &Digest> = def
+        .volumes
+        .iter()
+        .filter_map(mount_key)
+        .filter_map(|k| file_digests.get(&format!("data:{k}")).map(|d| (k, d)))
+        .collect();
     let image_id = image_id.map(|d| d.to_string());
     let hash = |v: &serde_json::Value| Digest::of(&serde_json::to_vec(v).unwrap_or_default());
     let mut definition = serde_json::to_value(def).unwrap_or_default();
-    let full = hash(&serde_json::json!({
+    let mut whole = serde_json::json!({
         "project": manifest.project,
         "definition": definition,
         "environment": env,
         "image_id": image_id,
         "files": files,
-    }));
+    });
+    if !data.is_empty() {
+        whole["data"] = serde_json::json!(data);
+    }
+    let full = hash(&whole);
     if let Some(map) = definition.as_object_mut() {
         // Reported as parts of their own.
         map.remove("image");
         map.remove("environment");
     }
-    let parts = [
+    let mut parts = vec![
         ("image", serde_json::json!([def.image, image_id])),
         ("environment", serde_json::json!(env)),
         ("files", serde_json::json!(files)),
         ("definition", definition),
-    ]
-    .iter()
-    .map(|(name, v)| format!("{name}={}", &hash(v).hex()[..12]))
-    .collect::<Vec<_>>()
-    .join(",");
+    ];
+    if !data.is_empty() {
+        parts.push(("data", serde_json::json!(data)));
+    }
+    let parts = parts.iter().map(|(name, v)| format!("{name}={}", &hash(v).hex()[..12])).collect::<Vec<_>>().join(",");
     (full.hex(), parts)
 }

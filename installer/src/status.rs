@@ -50,6 +50,9 @@ pub struct StatusReport {
     pub engine: crate::engine::EngineKind,
     /// Services.
     pub services: Vec<ServiceStatus>,
+    /// Data sources not at their first generation: key -> the volume or directory in use
+    /// (copies made before migrations, restores).
+    pub data: crate::data::Generations,
     /// Everything as it should be.
     pub healthy: bool,
 }
@@ -118,6 +121,7 @@ pub async fn status<E: Engine>(state: &StateDir, engine: &E) -> Result<StatusRep
     }
     let healthy = services.iter().all(|s| s.ok);
     Ok(StatusReport {
+        data: installed.generations.clone(),
         product: installed.product,
         version: installed.version,
         release: installed.release,

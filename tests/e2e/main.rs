@@ -10,6 +10,7 @@
 mod apply;
 mod build;
 mod compose;
+mod data;
 mod fake;
 mod podman;
 mod tamper;

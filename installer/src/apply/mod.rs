@@ -414,7 +414,8 @@ pub(crate) async fn plan_with_snapshot<E: Engine>(
     let digests = file_digests(manifest);
     let paths = state.paths(manifest.release);
     let mut the_plan = plan::plan(manifest, host, values, &paths, &digests, true).map_err(InstallError::Preflight)?;
-    if no_snapshot || earlier.is_some_and(|s| s.done) {
+    // A first install has no release to go back to, so nothing to keep a copy for.
+    if no_snapshot || earlier.is_some_and(|s| s.done) || state.installed()?.is_none() {
         return Ok((the_plan, None));
     }
     let Some(planned) = snapshot::prepare(engine, &the_plan, earlier).await? else { return Ok((the_plan, None)) };

@@ -102,13 +102,14 @@ pub async fn prepare<E: Engine>(
     let tag = format!("r{}", plan.release);
     let mut out = SnapshotPlan { copies: Vec::new(), volume_bytes: 0, dir_bytes: 0 };
     for d in plan.data.iter().filter(|d| plan.snapshot_keys.contains(&d.key)) {
-        let (bytes, entries) = match d.volume {
-            true => match engine.volume_mountpoint(&d.current).await? {
-                Some(path) => tree_size(&path),
-                None => (0, 0),
-            },
-            false => tree_size(std::path::Path::new(&d.current)),
+        // Data that does not exist yet (a first install, a volume new in this release) has
+        // nothing to protect.
+        let at = match d.volume {
+            true => engine.volume_mountpoint(&d.current).await?,
+            false => Some(std::path::PathBuf::from(&d.current)).filter(|p| p.exists()),
         };
+        let Some(at) = at else { continue };
+        let (bytes, entries) = tree_size(&at);
         let mut to = format!("{}-{tag}", d.base);
         for n in 2.. {
             let taken = !reuse.contains(to.as_str())
@@ -134,7 +135,7 @@ pub async fn prepare<E: Engine>(
             bytes,
         });
     }
-    Ok(Some(out))
+    Ok((!out.copies.is_empty()).then_some(out))
 }
 
 /// The generations a plan runs on once the copy is made.
