@@ -545,7 +545,9 @@ fn an_upgrade_sends_only_the_changed_layer_and_keeps_unchanged_services() {
     assert_eq!(site.apply(&r1, &[]).code, 0);
     let db = site.container_id("db").unwrap();
     let web1 = site.container_id("web").unwrap();
-    let r2 = site.bundle(2, &[("stack/web:1", "stack/web:2")]);
+    // No copy of the data before the migration here (`x-bundle.snapshot: []`): with one, db
+    // would move onto the copy (tests/e2e/data.rs); this test is about what stays.
+    let r2 = site.bundle(2, &[("stack/web:1", "stack/web:2"), ("  migrations: [migrate]", "  migrations: [migrate]\n  snapshot: []")]);
     let m2 = manifests::Manifest::from_bytes(&e2e::split_tar(&std::fs::read(&r2).unwrap())[0].data).unwrap();
     let m1 = manifests::Manifest::from_bytes(&e2e::split_tar(&std::fs::read(&r1).unwrap())[0].data).unwrap();
     let old: std::collections::BTreeSet<_> =
@@ -669,13 +671,19 @@ fn rollback_on_demand_returns_to_the_previous_release_without_its_bundle() {
     assert!(site.http_get().contains("web release 2"));
     std::fs::remove_file(&r1).unwrap();
 
+    // Release 2 runs on a copy made before its migration: going back gives release 1 its own
+    // data, so it needs --yes and names where the newer data stays.
     let r = run(&mut site.installer(&["rollback"]));
+    assert_eq!(r.code, 22, "{r:?}");
+    assert!(r.stderr.contains("--yes") && r.stderr.contains("e2e-rollback-cmd_migrations-r2"), "{r:?}");
+    assert!(site.http_get().contains("web release 2"), "a refused rollback changed something");
+    let r = run(&mut site.installer(&["rollback", "--yes"]));
     assert_eq!(r.code, 0, "{r:?}");
     assert!(site.http_get().contains("web release 1"), "release 1 is not serving");
     let (code, status) = site.status();
     assert_eq!(code, 0, "{status}");
     assert_eq!(status["release"], 1);
-    assert_eq!(site.migration_runs(), 2, "a migration ran again on rollback");
+    assert_eq!(site.migration_runs(), 1, "release 1 does not run on its own data, or a migration ran again");
     let r = run(&mut site.installer(&["history", "--json"]));
     let last: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
     assert_eq!(last["release"], 1);
@@ -744,8 +752,12 @@ fn prune_removes_only_what_no_kept_release_no_container_and_no_other_tag_needs()
     assert_eq!(site.apply(&r1, &[]).code, 0);
     // Releases 2 and 3 use web:2; release 1's web:1 is then needed by neither the installed
     // release (3) nor the one rollback returns to (2).
+    // Without copies of the data (`snapshot: []`), db stays the container release 1 made.
     for release in [2, 3] {
-        let b = site.bundle(release, &[("stack/web:1", "stack/web:2")]);
+        let b = site.bundle(
+            release,
+            &[("stack/web:1", "stack/web:2"), ("  migrations: [migrate]", "  migrations: [migrate]\n  snapshot: []")],
+        );
         let r = site.apply(&b, &[]);
         assert_eq!(r.code, 0, "{r:?}");
     }

@@ -127,7 +127,17 @@ pub async fn rollback_on_demand<E: Engine>(
         let kept = data_back.iter().filter_map(|k| current.generations.get(k).cloned()).collect::<Vec<_>>().join(", ");
         let back = data_back
             .iter()
-            .map(|k| target.generations.get(k).cloned().unwrap_or_else(|| format!("{k} (its first generation)")))
+            .map(|k| {
+                // Not recorded: generation 0, the name the copy was made from.
+                target.generations.get(k).cloned().unwrap_or_else(|| {
+                    current
+                        .snapshot
+                        .iter()
+                        .flat_map(|s| &s.copies)
+                        .find(|c| &c.key == k)
+                        .map_or_else(|| k.clone(), |c| c.base.clone())
+                })
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let what = format!(
