@@ -141,8 +141,20 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
                 keys: key.clone(),
                 file: output.clone(),
             };
-            // Not cancelled by Ctrl-C: the services it stopped must start again.
-            let report = installer::apply::backup_installed(&opts, &engine, &reporter).await?;
+            // Ctrl-C or SIGTERM does not cancel it: the services it stopped must start again
+            // (it ends soon, the copy being the only long step). A kill -9 is caught up by the
+            // next backup, restore or apply.
+            let watcher = tokio::spawn(async {
+                loop {
+                    let signal = interrupted().await;
+                    progress::say(&format!(
+                        "{signal}: finishing the backup first (the services it stopped start again)"
+                    ));
+                }
+            });
+            let report = installer::apply::backup_installed(&opts, &engine, &reporter).await;
+            watcher.abort();
+            let report = report?;
             if cli.json {
                 let mut v = serde_json::to_value(&report).unwrap_or_default();
                 v["event"] = "backup".into();

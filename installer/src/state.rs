@@ -18,6 +18,8 @@
 //! migrations.json         every migration that completed, per release (never forgotten)
 //! values.json             the operator's variables, mode 0600
 //! copies.json             every copy of data made before migrations or by a restore (for prune)
+//! stopped.json            containers a running backup stopped (a killed backup's are started
+//!                         again by the next backup, restore or apply)
 //! releases/<n>/bundle.json, bundle.json.minisig, files/...   release n's signed manifest and config files
 //! ```
 
@@ -453,6 +455,28 @@ impl StateDir {
         let mut log = self.copies()?;
         log.extend(copies.iter().map(|c| CopyLogEntry { copy: c.clone(), at }));
         self.write_json("copies.json", &log)
+    }
+
+    /// Containers a backup stopped and has not started again yet (it was killed).
+    ///
+    /// # Errors
+    /// Unreadable state.
+    pub fn stopped(&self) -> Result<Vec<crate::data::snapshot::Stopped>, InstallError> {
+        Ok(self.read_json("stopped.json")?.unwrap_or_default())
+    }
+    /// Record the containers a backup stopped (empty: remove the record).
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn save_stopped(&self, stopped: &[crate::data::snapshot::Stopped]) -> Result<(), InstallError> {
+        if stopped.is_empty() {
+            let path = self.root.join("stopped.json");
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(InstallError::State { path, source: e }),
+                _ => Ok(()),
+            };
+        }
+        self.write_json("stopped.json", &stopped)
     }
 
     /// Saved operator values (JSON, so every value round-trips exactly).

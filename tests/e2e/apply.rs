@@ -547,7 +547,10 @@ fn an_upgrade_sends_only_the_changed_layer_and_keeps_unchanged_services() {
     let web1 = site.container_id("web").unwrap();
     // No copy of the data before the migration here (`x-bundle.snapshot: []`): with one, db
     // would move onto the copy (tests/e2e/data.rs); this test is about what stays.
-    let r2 = site.bundle(2, &[("stack/web:1", "stack/web:2"), ("  migrations: [migrate]", "  migrations: [migrate]\n  snapshot: []")]);
+    let r2 = site.bundle(
+        2,
+        &[("stack/web:1", "stack/web:2"), ("  migrations: [migrate]", "  migrations: [migrate]\n  snapshot: []")],
+    );
     let m2 = manifests::Manifest::from_bytes(&e2e::split_tar(&std::fs::read(&r2).unwrap())[0].data).unwrap();
     let m1 = manifests::Manifest::from_bytes(&e2e::split_tar(&std::fs::read(&r1).unwrap())[0].data).unwrap();
     let old: std::collections::BTreeSet<_> =

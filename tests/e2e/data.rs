@@ -74,23 +74,22 @@ impl Client {
 
     /// A query's output (psql -At) in the running db.
     fn sql(&self, query: &str) -> String {
-        let r = run(Command::new("docker")
-            .args([
-                "exec",
-                "-e",
-                "PGPASSWORD=a-long-test-password",
-                &self.container("db"),
-                "psql",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "app",
-                "-d",
-                "app",
-                "-At",
-                "-c",
-                query,
-            ]));
+        let r = run(Command::new("docker").args([
+            "exec",
+            "-e",
+            "PGPASSWORD=a-long-test-password",
+            &self.container("db"),
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "app",
+            "-d",
+            "app",
+            "-At",
+            "-c",
+            query,
+        ]));
         assert_eq!(r.code, 0, "{query}: {r:?}");
         r.stdout.trim().to_string()
     }
@@ -303,6 +302,22 @@ fn kill_9_during_the_copy_then_rerun_copies_again_and_migrates_once() {
         .to_string()
     };
     assert_eq!(sum(&format!("{project}_migrations")), sum(&format!("{project}_migrations-r2")));
+
+    // A backup killed during its copy leaves db and web stopped; the next run (here an apply of
+    // the installed bundle) starts them again first.
+    let file = site.ws.path("killed.tar");
+    let mut child =
+        site.installer(&["backup", "-o"]).arg(&file).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_until("a helper container", Duration::from_secs(60), || helpers(project) > 0);
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(!site.running("db") && !site.running("web"), "the backup had not stopped the services");
+    let r = site.apply(&r2, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("an interrupted backup stopped services"), "{r:?}");
+    assert!(site.running("db") && site.running("web"));
+    assert_eq!(helpers(project), 0);
+    assert!(!file.exists());
 }
 
 #[test]

@@ -82,6 +82,22 @@ pub struct Outcome {
     pub downtime_secs: Option<f64>,
 }
 
+impl Outcome {
+    /// Nothing done yet: what converge fills in.
+    fn new(release: u64, bytes_sent: u64, bytes_skipped: u64) -> Self {
+        Self {
+            release,
+            bytes_sent,
+            bytes_skipped,
+            changed: vec![],
+            kept: vec![],
+            migrations_run: vec![],
+            snapshot: None,
+            downtime_secs: None,
+        }
+    }
+}
+
 /// What every step of an apply shares.
 pub(crate) struct Ctx<'a, E> {
     pub(crate) engine: &'a E,
@@ -234,6 +250,7 @@ pub async fn apply<E: Engine>(
     let started = Instant::now();
     let state = StateDir::new(opts.state_dir.clone());
     let _lock = state.lock()?;
+    restore::restart_after_killed_backup(engine, reporter, &state).await?;
     let keys = trust::trusted_keys(&state.keys_dir(), &opts.keys)?;
     let signed = verify::open(&opts.bundle, &keys)?;
     // From here the manifest is trusted, so every outcome goes into the history.
@@ -384,16 +401,7 @@ async fn apply_signed<E: Engine>(
         let partial = earlier_snapshot.filter(|s| !s.done);
         snapshot::take(&ctx, &the_plan, planned, partial).await?;
     }
-    let outcome = Outcome {
-        release: manifest.release,
-        bytes_sent,
-        bytes_skipped: the_plan.load.bytes_skipped,
-        changed: vec![],
-        kept: vec![],
-        migrations_run: vec![],
-        snapshot: None,
-        downtime_secs: None,
-    };
+    let outcome = Outcome::new(manifest.release, bytes_sent, the_plan.load.bytes_skipped);
     converge(&ctx, &the_plan, &host, installed_before.is_some(), verified.manifest_sha256, started, outcome).await
 }
 

@@ -53,6 +53,7 @@ pub async fn backup_installed<E: Engine>(
 ) -> Result<BackupReport, InstallError> {
     let state = StateDir::new(opts.state_dir.clone());
     let _lock = state.lock()?;
+    restart_after_killed_backup(engine, reporter, &state).await?;
     let (installed, _, bytes, signature, the_plan, _) = installation(engine, &state, &opts.keys).await?;
     let output = opts.file.clone().unwrap_or_else(|| {
         let stamp = manifests::time::rfc3339(manifests::time::now()).replace([':', '-'], "");
@@ -65,7 +66,7 @@ pub async fn backup_installed<E: Engine>(
         values: &state.values()?,
         migrations: &state.migrations()?,
     };
-    backup::backup(engine, reporter, &inst, &output).await
+    backup::backup(engine, reporter, &state, &inst, &output).await
 }
 
 /// `installer restore FILE`.
@@ -81,6 +82,7 @@ pub async fn restore<E: Engine>(
     let started = Instant::now();
     let state = StateDir::new(opts.state_dir.clone());
     let _lock = state.lock()?;
+    restart_after_killed_backup(engine, reporter, &state).await?;
     let file = opts.file.clone().unwrap_or_default();
     let checked = backup::check(&file)?;
     let m = &checked.manifest;
@@ -248,16 +250,7 @@ pub async fn restore<E: Engine>(
     let journal = Journal::new(manifest_sha256, manifest.release);
     state.save_journal(&journal)?;
     let ctx = Ctx::new(engine, reporter, &state, &manifest, journal);
-    let outcome = Outcome {
-        release: manifest.release,
-        bytes_sent: 0,
-        bytes_skipped: 0,
-        changed: vec![],
-        kept: vec![],
-        migrations_run: vec![],
-        snapshot: None,
-        downtime_secs: None,
-    };
+    let outcome = Outcome::new(manifest.release, 0, 0);
     let result = converge(&ctx, &new_plan, &switched, true, manifest_sha256, started, outcome).await;
     if result.is_err() {
         let _ = state.save_values(&values_now);
@@ -272,4 +265,24 @@ pub async fn restore<E: Engine>(
 /// The key recorded for a restore: the one the installed release was signed with.
 fn installed_key(state: &StateDir) -> String {
     state.history().ok().and_then(|h| h.last().map(|e| e.key_id.clone())).unwrap_or_default()
+}
+
+/// A backup killed halfway (kill -9, power loss) left the services it stopped stopped: start
+/// them again before anything else (called under the state dir's lock).
+///
+/// # Errors
+/// Unreadable or unwritable state.
+pub(crate) async fn restart_after_killed_backup<E: Engine>(
+    engine: &E,
+    reporter: &dyn Reporter,
+    state: &StateDir,
+) -> Result<(), InstallError> {
+    let stopped = state.stopped()?;
+    if !stopped.is_empty() {
+        reporter.event(&Event::Info { message: "an interrupted backup stopped services; starting them again".into() });
+        copy::remove_helpers_any(engine).await;
+        restart_stopped(engine, reporter, &stopped).await;
+        state.save_stopped(&[])?;
+    }
+    Ok(())
 }

@@ -178,16 +178,7 @@ pub async fn rollback_on_demand<E: Engine>(
         state.save_journal(&journal)?;
         let ctx = Ctx::new(engine, reporter, &state, &manifest, journal);
         tag_present(&ctx, &the_plan.load).await?;
-        let outcome = Outcome {
-            release: manifest.release,
-            bytes_sent: 0,
-            bytes_skipped: the_plan.load.bytes_skipped,
-            changed: vec![],
-            kept: vec![],
-            migrations_run: vec![],
-            snapshot: None,
-            downtime_secs: None,
-        };
+        let outcome = Outcome::new(manifest.release, 0, the_plan.load.bytes_skipped);
         converge(&ctx, &the_plan, &host, true, manifest_sha256, started, outcome).await
     }
     .await;

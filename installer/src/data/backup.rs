@@ -173,6 +173,7 @@ pub struct Installation<'a> {
 pub async fn backup<E: Engine>(
     engine: &E,
     reporter: &dyn Reporter,
+    state: &crate::state::StateDir,
     inst: &Installation<'_>,
     output: &Path,
 ) -> Result<BackupReport, InstallError> {
@@ -224,7 +225,9 @@ pub async fn backup<E: Engine>(
     let stopping = Instant::now();
     let mut stopped: Vec<Stopped> = Vec::new();
     let result = async {
-        let marks = stop_writers(engine, reporter, plan, &sources, &mut stopped, &mut |_| Ok(())).await?;
+        // Recorded before each stop: a backup killed halfway has them started by the next run.
+        let marks =
+            stop_writers(engine, reporter, plan, &sources, &mut stopped, &mut |s| state.save_stopped(s)).await?;
         remove_helpers(engine, &plan.project).await?;
         reporter.event(&Event::DataStart { action: "backup".into(), bytes: total });
         for (i, d) in sources.iter().enumerate() {
@@ -264,6 +267,7 @@ pub async fn backup<E: Engine>(
     .await;
     let _ = remove_helpers(engine, &plan.project).await;
     restart_stopped(engine, reporter, &stopped).await;
+    let _ = state.save_stopped(&[]);
     let downtime = stopping.elapsed().as_secs_f64();
     let finish = || -> Result<BackupManifest, InstallError> {
         result?;

@@ -60,6 +60,15 @@ pub async fn remove_helpers<E: Engine>(engine: &E, project: &str) -> Result<(), 
     Ok(())
 }
 
+/// Remove every helper this installer left on the engine, whatever the project (best effort).
+pub async fn remove_helpers_any<E: Engine>(engine: &E) {
+    if let Ok(list) = engine.labelled(HELPER_LABEL).await {
+        for c in list {
+            let _ = engine.remove(&c.id).await;
+        }
+    }
+}
+
 /// Read the data a helper mounts, passing each chunk to `sink` (a file, an upload) and to
 /// `progress`; the stream is checked whole (see [`super::archive`]).
 ///
