@@ -630,3 +630,71 @@ fn a_changed_operator_value_recreates_only_its_service_and_the_plan_says_why() {
     let created: Vec<String> = engine.take_calls().into_iter().filter(|c| c.starts_with("create")).collect();
     assert_eq!(created, vec!["create fake-web-1".to_string()]);
 }
+
+/// What to copy before migrations, and the generations a plan mounts (pure planning).
+#[test]
+fn the_plan_copies_what_the_migrations_reach_and_mounts_the_recorded_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, _) = build_bundle(dir.path());
+    let mut manifest =
+        manifests::Manifest::from_bytes(&e2e::split_tar(&std::fs::read(&bundle).unwrap())[0].data).unwrap();
+    let paths = installer::plan::HostPaths {
+        files: dir.path().join("files"),
+        data: dir.path().join("data"),
+        values: dir.path().join("values"),
+    };
+    let values = std::collections::BTreeMap::from([("GREETING".to_string(), "hello".to_string())]);
+    let digests = installer::apply::file_digests(&manifest);
+    let plan = |m: &manifests::Manifest, host: &installer::plan::HostState| {
+        installer::plan::plan(m, host, &values, &paths, &digests, true).unwrap()
+    };
+    let service = |p: &installer::plan::Plan, name: &str| {
+        p.waves.iter().flatten().find(|s| s.name == name).cloned().unwrap_or_else(|| panic!("no {name}"))
+    };
+    let fresh = installer::plan::HostState::default();
+    let p0 = plan(&manifest, &fresh);
+    // migrate depends on db, which mounts `data`; cache mounts nothing.
+    assert_eq!(p0.snapshot_keys, vec!["volume:data".to_string()]);
+    let data = p0.data.iter().find(|d| d.key == "volume:data").unwrap();
+    assert_eq!((data.base.as_str(), data.current.as_str()), ("fake_data", "fake_data"));
+    assert_eq!(data.services, vec!["backup".to_string(), "db".to_string()]);
+
+    // On the copy: db mounts it and is recreated for it; cache keeps its hash.
+    let mut moved = installer::plan::HostState::default();
+    moved.generations.insert("volume:data".into(), "fake_data-r2".into());
+    let p1 = plan(&manifest, &moved);
+    assert!(
+        service(&p1, "db").spec.binds.contains(&"fake_data-r2:/data".to_string()),
+        "{:?}",
+        service(&p1, "db").spec.binds
+    );
+    assert_ne!(service(&p1, "db").config_hash, service(&p0, "db").config_hash);
+    assert_eq!(service(&p1, "cache").config_hash, service(&p0, "cache").config_hash);
+    assert_eq!(p1.stack.volume_name("data"), Some("fake_data-r2"));
+
+    // Nothing to copy when the migration already ran, or when the author turned it off.
+    let mut done = installer::plan::HostState::default();
+    done.migrations.done.insert(
+        installer::state::Migrations::key(1, "migrate"),
+        installer::state::MigrationRecord {
+            release: 1,
+            service: "migrate".into(),
+            container: "c".into(),
+            finished_at: 0,
+        },
+    );
+    done.migrations.done.insert(
+        installer::state::Migrations::key(1, "backup"),
+        installer::state::MigrationRecord {
+            release: 1,
+            service: "backup".into(),
+            container: "c".into(),
+            finished_at: 0,
+        },
+    );
+    assert!(plan(&manifest, &done).snapshot_keys.is_empty());
+    manifest.snapshot = Some(vec![]);
+    assert!(plan(&manifest, &fresh).snapshot_keys.is_empty());
+    manifest.snapshot = Some(vec!["data".into()]);
+    assert_eq!(plan(&manifest, &fresh).snapshot_keys, vec!["volume:data".to_string()]);
+}
