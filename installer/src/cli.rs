@@ -65,6 +65,14 @@ pub enum Command {
     Status,
     /// Show every apply on this host: release, time, outcome, who ran it, overrides.
     History,
+    /// Write a support archive (tar.gz) to send to the vendor: versions, engine, preflight,
+    /// status, history, journal, the release's manifest, container logs, disk and memory, with
+    /// every secret value redacted.
+    Report {
+        /// Output file [default: ./installer-report-<host>-<time>.tar.gz].
+        #[arg(short, long, value_hint = ValueHint::FilePath)]
+        output: Option<PathBuf>,
+    },
     /// Remove the images and files of releases older than the one `rollback` returns to.
     Prune {
         /// Only show what would be removed.

@@ -20,6 +20,7 @@ pub mod prune;
 pub mod report;
 pub mod state;
 pub mod status;
+pub mod support;
 pub mod trust;
 pub mod values;
 pub mod verify;

@@ -214,6 +214,33 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report { output } => {
+            let output = output.clone().unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                let stamp = manifests::time::rfc3339(manifests::time::now()).replace([':', '-'], "");
+                std::path::PathBuf::from(format!("installer-report-{}-{stamp}.tar.gz", host.trim()))
+            });
+            let engine = DockerEngine::connect();
+            let report =
+                installer::support::report(&state, engine.as_ref().map_err(ToString::to_string), &output).await?;
+            if cli.json {
+                let mut v = serde_json::to_value(&report).unwrap_or_default();
+                v["event"] = "report".into();
+                progress::emit(&v.to_string());
+            } else {
+                for m in &report.missing {
+                    progress::say(&format!("not collected: {m}"));
+                }
+                progress::say(&format!(
+                    "report written: {} ({}, {} files, {} secret values redacted, mode 0600)",
+                    report.path.display(),
+                    human_bytes(report.bytes),
+                    report.files.len(),
+                    report.redactions
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::History => {
             let entries = state.history()?;
             if cli.json {

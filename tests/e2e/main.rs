@@ -13,4 +13,5 @@ mod compose;
 mod data;
 mod fake;
 mod podman;
+mod support;
 mod tamper;
