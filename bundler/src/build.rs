@@ -199,13 +199,27 @@ pub fn check_sources(
     Ok(out.into_iter().collect())
 }
 
-/// Read a secret key file.
+/// Read the secret key: a file, `-` (standard input) or `env:NAME` (the variable holds the key
+/// file's text). The last two let a CI job pass the key from its secret store without ever
+/// writing it to disk.
 ///
 /// # Errors
 /// Missing or malformed key.
 pub fn read_secret_key(path: &Path) -> Result<SecretKey, BundlerError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| BundlerError::KeyUnreadable { path: path.to_path_buf(), source })?;
+    let unreadable = |source| BundlerError::KeyUnreadable { path: path.to_path_buf(), source };
+    let text = match path.to_str() {
+        Some("-") => std::io::read_to_string(std::io::stdin()).map_err(unreadable)?,
+        Some(spec) if spec.starts_with("env:") => {
+            let name = &spec[4..];
+            std::env::var(name).map_err(|_| {
+                unreadable(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("the environment variable {name} is not set (or not UTF-8)"),
+                ))
+            })?
+        }
+        _ => std::fs::read_to_string(path).map_err(unreadable)?,
+    };
     Ok(SecretKey::from_file_string(&text, path)?)
 }
 

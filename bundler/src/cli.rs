@@ -89,7 +89,8 @@ pub struct BuildArgs {
     /// The compose file.
     #[command(flatten)]
     pub compose: ComposeArgs,
-    /// The secret key that signs the bundle.
+    /// The secret key that signs the bundle: a file, `-` (read from standard input) or
+    /// `env:NAME` (the variable holds the key file's text; for CI secret stores, nothing on disk).
     #[arg(long, env = "BUNDLER_KEY", value_hint = ValueHint::FilePath)]
     pub key: PathBuf,
     /// Version shown to operators, e.g. 1.4.0.

@@ -408,3 +408,92 @@ fn keygen_writes_0600_and_never_overwrites_without_force() {
     let public = std::fs::read_to_string(&ws.public).unwrap();
     assert!(public.starts_with("untrusted comment: minisign public key "), "{public}");
 }
+
+/// The CI example (examples/ci/build-bundle.sh, which the GitHub Actions and GitLab CI files
+/// call) run here with the same inputs a CI job gives it: the secret key only in an
+/// environment variable, never on disk; the key from standard input works too.
+#[test]
+fn the_ci_example_builds_a_signed_bundle_with_the_key_from_the_environment() {
+    if !e2e::e2e_enabled("the_ci_example_builds_a_signed_bundle_with_the_key_from_the_environment") {
+        return;
+    }
+    let ws = Workspace::new();
+    let compose = ws.stack("ci", &[]);
+    let job = ws.path("job");
+    std::fs::create_dir_all(&job).unwrap();
+    let key_text = std::fs::read_to_string(&ws.secret).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ci/build-bundle.sh");
+    let ci = |key: Option<&str>| {
+        let mut c = Command::new("bash");
+        c.arg(&script)
+            .current_dir(&job)
+            .env("BUNDLER", e2e::bin("bundler"))
+            .env("COMPOSE", &compose)
+            .env("VERSION", "2.0.0")
+            .env("RELEASE", "7")
+            .env("OUT", job.join("dist/product-2.0.0.bundle"))
+            .env("PUBLIC_KEY", &ws.public)
+            .env("SOURCE_DATE_EPOCH", "1790000000")
+            .env(
+                "BUNDLER_ARGS",
+                format!("--insecure-registry 127.0.0.1:5000,127.0.0.1:5001 --cache-dir {}", ws.cache.display()),
+            )
+            .env_remove("BUNDLER_SECRET_KEY");
+        if let Some(k) = key {
+            c.env("BUNDLER_SECRET_KEY", k);
+        }
+        run(&mut c)
+    };
+    let r = ci(None);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("BUNDLER_SECRET_KEY"), "{r:?}");
+    let r = ci(Some(&key_text));
+    assert_eq!(r.code, 0, "{r:?}");
+    let bundle = job.join("dist/product-2.0.0.bundle");
+    let m = manifest_of(&bundle);
+    assert_eq!((m.version.as_str(), m.release), ("2.0.0", 7));
+    assert!(job.join("dist/product-2.0.0.bundle.sha256").exists());
+    // Nothing under the job's directory holds the key.
+    let secret_line = key_text.lines().nth(1).unwrap().to_string();
+    let mut todo = vec![job.clone()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                todo.push(e.path());
+            } else {
+                let bytes = std::fs::read(e.path()).unwrap();
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(&secret_line),
+                    "{} holds the secret key",
+                    e.path().display()
+                );
+            }
+        }
+    }
+    // `--key -`: from standard input.
+    let mut c = Command::new(e2e::bin("bundler"));
+    c.args(["build", "-f"])
+        .arg(&compose)
+        .args(["--key", "-", "--version", "2.0.1", "--release", "8", "-o"])
+        .arg(job.join("stdin.bundle"))
+        .args(["--insecure-registry", "127.0.0.1:5000,127.0.0.1:5001", "--cache-dir"])
+        .arg(&ws.cache)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), key_text.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(manifest_of(&job.join("stdin.bundle")).release, 8);
+    // An unset variable names it, with the key error's exit code.
+    let r = run(Command::new(e2e::bin("bundler"))
+        .args(["build", "-f"])
+        .arg(&compose)
+        .args(["--key", "env:NO_SUCH_KEY_VAR", "--version", "1", "--release", "1", "-o"])
+        .arg(job.join("x.bundle"))
+        .env_remove("NO_SUCH_KEY_VAR"));
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(r.stderr.contains("NO_SUCH_KEY_VAR"), "{r:?}");
+}
