@@ -336,6 +336,7 @@ pub async fn build<S: ImageSource>(
         migrations: stack.migrations.clone(),
         backup: stack.backup.clone(),
         snapshot: stack.snapshot.clone(),
+        templates: stack.templates.clone(),
         variables: stack.variables.clone(),
         health: stack.health.clone(),
         requires: Requirements { image_bytes: blob_bytes, docker_api_version: "1.41".into() },

@@ -153,6 +153,8 @@ pub struct HostPaths {
     pub data: PathBuf,
     /// Files holding site values that secrets and configs mount (0444 in a 0700 directory).
     pub values: PathBuf,
+    /// Bundled templates rendered with the site's values (`x-bundle.templates`).
+    pub rendered: PathBuf,
 }
 
 /// What the host has, as far as the plan needs.
@@ -250,6 +252,17 @@ pub fn plan(
             for key in def.volumes.iter().filter_map(mount_key) {
                 if let Some(g) = host.generations.get(&key) {
                     digests.insert(format!("data:{key}"), Digest::of(g.as_bytes()));
+                }
+            }
+            // A template's content is the bundled file and the values it uses.
+            for m in def.volumes.iter().filter(|m| m.kind == MountKind::Bind) {
+                let rel = m.source.trim_start_matches("./");
+                if manifest.templates.contains_key(rel)
+                    && let Some(file) = file_digests.get(rel)
+                {
+                    let used = template_values(manifest, rel, values);
+                    let rendered = serde_json::to_vec(&serde_json::json!([file, used])).unwrap_or_default();
+                    digests.insert(m.source.clone(), Digest::of(&rendered));
                 }
             }
             for m in def.volumes.iter().filter(|m| m.kind == MountKind::Value) {
@@ -435,6 +448,7 @@ fn container_spec(
     let mut tmpfs = BTreeMap::new();
     let mut site_dirs = Vec::new();
     let mut value_files = Vec::new();
+    let mut templates = Vec::new();
     for m in &def.volumes {
         let source = match m.kind {
             MountKind::Volume => {
@@ -444,6 +458,16 @@ fn container_spec(
             MountKind::Bind if m.source == "~" || m.source.starts_with("~/") => {
                 let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
                 format!("{home}{}", &m.source[1..])
+            }
+            MountKind::Bind if manifest.templates.contains_key(m.source.trim_start_matches("./")) => {
+                let rel = m.source.trim_start_matches("./");
+                let dst = paths.rendered.join(rel);
+                templates.push(crate::engine::Rendered {
+                    src: paths.files.join(rel),
+                    dst: dst.clone(),
+                    values: template_values(manifest, rel, values),
+                });
+                dst.display().to_string()
             }
             MountKind::Bind => paths.files.join(&m.source).display().to_string(),
             MountKind::SiteData => {
@@ -545,7 +569,20 @@ fn container_spec(
         runtime,
         site_dirs,
         value_files,
+        templates,
     })
+}
+
+/// The site values a template uses (only those: the config hash of a service changes when one
+/// of them does, not when any value does).
+fn template_values(manifest: &Manifest, rel: &str, values: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    manifest
+        .templates
+        .get(rel)
+        .into_iter()
+        .flatten()
+        .filter_map(|n| values.get(n).map(|v| (n.clone(), v.clone())))
+        .collect()
 }
 
 /// Why an existing container no longer matches: the parts whose hashes differ from its label.

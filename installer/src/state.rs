@@ -267,6 +267,7 @@ impl StateDir {
             files: self.files_dir(release),
             data: self.data_dir(),
             values: self.release_dir(release).join("values"),
+            rendered: self.release_dir(release).join("rendered"),
         }
     }
 

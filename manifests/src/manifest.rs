@@ -60,6 +60,10 @@ pub struct Manifest {
     /// the migrations and the services they depend on mount; empty: no snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Vec<String>>,
+    /// `x-bundle.templates`: bundled files (paths as the compose file mounts them) rendered at
+    /// install time with the site's values, each with the variables it references.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub templates: BTreeMap<String, Vec<String>>,
     /// Operator-supplied variables (names and defaults only; values are never in a bundle).
     pub variables: BTreeMap<String, VariableDef>,
     /// Health gate settings.

@@ -360,3 +360,65 @@ fn bundle_time_problems_are_all_reported_at_once() {
     assert_eq!(r.code, 10, "{r:?}");
     assert!(r.stderr.contains("html/pipe") && r.stderr.contains("not a regular file"), "{r:?}");
 }
+
+const TEMPLATED: &str = r#"name: PROJECT
+x-bundle:
+  product: PROJECT
+  templates: [./conf/app.conf]
+services:
+  app:
+    image: 127.0.0.1:5000/test/base:1
+    command: ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1 & wait $$!; done"]
+    volumes: ["./conf/app.conf:/etc/app.conf:ro"]
+    healthcheck: {disable: true}
+  other:
+    image: 127.0.0.1:5000/test/base:1
+    command: ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1 & wait $$!; done"]
+    healthcheck: {disable: true}
+"#;
+
+/// `x-bundle.templates` (issue 13): a bundled file rendered with the site's values; its
+/// variables are site variables; a changed value re-renders it and recreates only the service
+/// that mounts it; a missing value is refused before any change, naming the file.
+#[test]
+fn a_config_template_is_rendered_with_the_site_values_and_follows_them() {
+    if !e2e_enabled("a_config_template_is_rendered_with_the_site_values_and_follows_them") {
+        return;
+    }
+    let project = "e2etemplate";
+    let site = Site::new(project, 18134);
+    let dir = site.ws.path("templated");
+    std::fs::create_dir_all(dir.join("conf")).unwrap();
+    std::fs::write(dir.join("compose.yaml"), TEMPLATED.replace("PROJECT", project)).unwrap();
+    std::fs::write(dir.join("conf/app.conf"), "greeting=${GREETING}\nmode=${MODE:-safe}\nprice=$$5\n").unwrap();
+    let bundle = site.ws.path("templated.tar");
+    let r = site.ws.build(&dir.join("compose.yaml"), 1, &bundle, &[]);
+    assert_eq!(r.code, 0, "build: {r:?}");
+    let r = run(Command::new(bin("bundler")).args(["inspect"]).arg(&bundle));
+    assert!(r.stdout.contains("GREETING") && r.stdout.contains("used by template conf/app.conf"), "{r:?}");
+
+    let before = docker_snapshot();
+    write_values(&site.values, "DB_PASSWORD=x\n");
+    let r = site.apply(&bundle, &[]);
+    assert_eq!(r.code, 30, "{r:?}");
+    assert!(r.stderr.contains("GREETING") && r.stderr.contains("conf/app.conf"), "{r:?}");
+    assert_eq!(docker_snapshot(), before, "a refused apply changed the host");
+
+    write_values(&site.values, "GREETING=hello\n");
+    let r = site.apply(&bundle, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let cat = |c: &str| run(Command::new("docker").args(["exec", c, "cat", "/etc/app.conf"])).stdout;
+    assert_eq!(cat(&format!("{project}-app-1")), "greeting=hello\nmode=safe\nprice=$5\n");
+    let other = inspect(&format!("{project}-other-1"), "{{.Id}}");
+
+    write_values(&site.values, "GREETING=hi there\n");
+    let r = site.apply(&bundle, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("app: recreate"), "{r:?}");
+    assert_eq!(cat(&format!("{project}-app-1")), "greeting=hi there\nmode=safe\nprice=$5\n");
+    assert_eq!(
+        inspect(&format!("{project}-other-1"), "{{.Id}}"),
+        other,
+        "a service without the template was recreated"
+    );
+}

@@ -642,6 +642,7 @@ fn the_plan_copies_what_the_migrations_reach_and_mounts_the_recorded_generation(
         files: dir.path().join("files"),
         data: dir.path().join("data"),
         values: dir.path().join("values"),
+        rendered: dir.path().join("rendered"),
     };
     let values = std::collections::BTreeMap::from([("GREETING".to_string(), "hello".to_string())]);
     let digests = installer::apply::file_digests(&manifest);

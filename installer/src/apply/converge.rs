@@ -183,8 +183,9 @@ pub(super) async fn run_service<E: Engine>(
     }
 }
 
-/// Site data directories (created, never removed) and files holding site values that secrets
-/// and configs mount (0444 inside a 0700 directory, written to a temp file and renamed).
+/// Site data directories (created, never removed), files holding site values that secrets
+/// and configs mount (0444 inside a 0700 directory, written to a temp file and renamed), and
+/// bundled templates rendered with the site's values (same rules as compose: `$$` is `$`).
 pub(super) fn prepare_host_paths(spec: &crate::engine::ContainerSpec) -> Result<(), InstallError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |path: &Path| {
@@ -197,7 +198,16 @@ pub(super) fn prepare_host_paths(spec: &crate::engine::ContainerSpec) -> Result<
     for dir in &spec.site_dirs {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    for (file, value) in &spec.value_files {
+    let mut files: Vec<(std::path::PathBuf, String)> = spec.value_files.clone();
+    for t in &spec.templates {
+        let text = std::fs::read_to_string(&t.src).map_err(io(&t.src))?;
+        let rendered =
+            manifests::compose::interpolate::substitute(&text, &|n| t.values.get(n).cloned()).map_err(|m| {
+                InstallError::Docker { action: String::new(), message: format!("template {}: {m}", t.src.display()) }
+            })?;
+        files.push((t.dst.clone(), rendered));
+    }
+    for (file, value) in &files {
         let dir = file.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;

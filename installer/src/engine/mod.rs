@@ -185,6 +185,19 @@ pub struct ContainerSpec {
     pub site_dirs: Vec<std::path::PathBuf>,
     /// Files holding site values (secrets/configs from `environment:`) to write first.
     pub value_files: Vec<(std::path::PathBuf, String)>,
+    /// Bundled templates to render with the site's values first.
+    pub templates: Vec<Rendered>,
+}
+
+/// A bundled template and where its rendering goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rendered {
+    /// The bundled file (in the release's files).
+    pub src: std::path::PathBuf,
+    /// The rendered file the service mounts.
+    pub dst: std::path::PathBuf,
+    /// The site values it uses.
+    pub values: BTreeMap<String, String>,
 }
 
 /// Health as Docker reports it.

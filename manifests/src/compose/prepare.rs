@@ -44,6 +44,9 @@ pub struct Prepared {
     /// `x-bundle.snapshot`: the data copied before migrations (volume keys, site data
     /// directories); `None` = the default set.
     pub snapshot: Option<Vec<String>>,
+    /// `x-bundle.templates`: bundled files rendered at install time with the site's values,
+    /// each with the variables it references.
+    pub templates: BTreeMap<String, Vec<String>>,
     /// Health gate.
     pub health: HealthSettings,
     /// Relative paths to bundle (files and directories).
@@ -171,7 +174,7 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
         ));
     }
     for k in xb.keys() {
-        if !["product", "channel", "migrations", "backup", "snapshot", "variables", "health", "pin"]
+        if !["product", "channel", "migrations", "backup", "snapshot", "templates", "variables", "health", "pin"]
             .contains(&k.as_str())
         {
             problems.push(problem(
@@ -179,7 +182,7 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
                 text,
                 &format!("x-bundle.{k}"),
                 format!("unknown x-bundle key `{k}`"),
-                Some("known: product, channel, migrations, backup, snapshot, variables, health, pin"),
+                Some("known: product, channel, migrations, backup, snapshot, templates, variables, health, pin"),
             ));
         }
     }
@@ -199,6 +202,28 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
             .collect::<Vec<_>>()
     });
     let pin_names = names_list("pin");
+    // Templates: read now, so that the variables they use become site variables like the
+    // compose file's.
+    let mut templates: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut template_refs: Vec<(String, interpolate::Reference)> = Vec::new();
+    for raw in names_list("templates") {
+        let rel = raw.trim_start_matches("./").to_string();
+        let at = "x-bundle.templates";
+        let text_of = std::fs::read(base.join(&rel))
+            .map_err(|e| e.to_string())
+            .and_then(|b| String::from_utf8(b).map_err(|_| "it is not UTF-8 text".to_string()));
+        match text_of.and_then(|t| interpolate::parse(&t).map_err(|m| format!("{m} (write `$$` for a literal `$`)"))) {
+            Ok(t) => {
+                let refs = t.references();
+                let mut names: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
+                names.sort();
+                names.dedup();
+                template_refs.extend(refs.into_iter().map(|r| (rel.clone(), r)));
+                templates.insert(rel, names);
+            }
+            Err(m) => problems.push(problem(file, text, at, format!("template {rel}: {m}"), None)),
+        }
+    }
     let mut declared: BTreeMap<String, VariableDef> = BTreeMap::new();
     if let Some(Json::Object(vars)) = xb.get("variables") {
         for (name, v) in vars {
@@ -426,6 +451,11 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
             }
         }
     });
+    for (path, r) in &template_refs {
+        let msg =
+            r.required_message.clone().filter(|m| !m.is_empty()).or_else(|| Some(format!("used by template {path}")));
+        note(&r.name, r.has_fallback, msg);
+    }
     if let Some(svcs) = stack["services"].as_object() {
         for svc in svcs.values() {
             match svc.get("environment") {
@@ -521,6 +551,34 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
             ));
         }
     }
+    // A template is rendered into the file a service mounts: it must be such a file.
+    for path in templates.keys() {
+        let mounted = probe
+            .services
+            .values()
+            .flat_map(|s| &s.volumes)
+            .any(|m| m.kind == crate::MountKind::Bind && m.source.trim_start_matches("./") == path.as_str());
+        if !mounted || !base.join(path).is_file() {
+            problems.push(problem(
+                file,
+                text,
+                "x-bundle.templates",
+                format!("x-bundle.templates names `{path}`, which is not a file a service bind-mounts"),
+                Some("list files the compose file mounts (`./config/app.conf:/etc/app.conf:ro`)"),
+            ));
+        }
+        for n in &templates[path] {
+            if pinned_names.contains(n) {
+                problems.push(problem(
+                    file,
+                    text,
+                    "x-bundle.templates",
+                    format!("template {path} uses {n}, which is pinned at bundle time"),
+                    Some("a template is rendered on the site; use a site variable"),
+                ));
+            }
+        }
+    }
     if let Err(e) = crate::order::start_order(&probe.services) {
         problems.push(problem(file, text, "services", e.to_string(), None));
     }
@@ -540,6 +598,7 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
         migrations,
         backup,
         snapshot,
+        templates,
         health: HealthSettings { timeout_ms },
         files: sources.files,
         images,

@@ -213,3 +213,36 @@ configs:
     assert!(a.networks.is_empty() && a.runtime.network_mode.as_deref() == Some("none"));
     assert!(p.probe.networks.is_empty(), "no service is on the default network");
 }
+
+#[test]
+fn templates_make_site_variables_and_must_be_mounted_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+    std::fs::write(dir.path().join("conf/app.conf"), "a=${GREETING}\nb=${MODE:-safe}\nc=$$5\n").unwrap();
+    std::fs::write(dir.path().join("conf/bad.conf"), "a=${}\n").unwrap();
+    let text = "x-bundle: {product: p, templates: [./conf/app.conf]}
+services:
+  app:
+    image: r/app:1
+    volumes: [./conf/app.conf:/etc/app.conf:ro]
+";
+    let p = prepare(text, "compose.yaml", dir.path(), &LoadOptions::default()).unwrap();
+    assert_eq!(p.templates["conf/app.conf"], vec!["GREETING".to_string(), "MODE".to_string()]);
+    let g = &p.variables["GREETING"];
+    assert!(!g.optional && g.description.as_deref() == Some("used by template conf/app.conf"), "{g:?}");
+    assert!(p.variables["MODE"].optional);
+
+    let text = "x-bundle: {product: p, templates: [./conf/bad.conf, ./conf/app.conf, ./conf/none.conf]}
+services:
+  app:
+    image: r/app:1
+";
+    let err = prepare(text, "compose.yaml", dir.path(), &LoadOptions::default()).unwrap_err().to_string();
+    for needle in [
+        "template conf/bad.conf:",
+        "`conf/app.conf`, which is not a file a service bind-mounts",
+        "template conf/none.conf:",
+    ] {
+        assert!(err.contains(needle), "{needle} in {err}");
+    }
+}
