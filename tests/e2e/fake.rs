@@ -321,6 +321,10 @@ impl Engine for FakeEngine {
     async fn logs(&self, _id: &str, _lines: usize) -> Result<String, InstallError> {
         Ok("boom: scripted failure".into())
     }
+    async fn container_events(&self, _id: &str) -> Result<mpsc::Receiver<()>, InstallError> {
+        // No event stream: gates poll.
+        Err(InstallError::Docker { action: "events".into(), message: "not in the fake engine".into() })
+    }
     // Data copies are tested on the real dockerd (tests/e2e/data.rs); these tests apply with
     // --no-snapshot.
     async fn volume_mountpoint(&self, _name: &str) -> Result<Option<std::path::PathBuf>, InstallError> {

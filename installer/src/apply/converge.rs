@@ -365,6 +365,9 @@ pub(super) async fn wait_gate<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan, id:
     let deadline = Instant::now() + ctx.health_timeout;
     let timeout_secs = ctx.health_timeout.as_secs();
     let mut announced = false;
+    // Subscribed before the first look, so that no change between a look and the wait is
+    // missed. Without events (an engine that has none, a stream that ended) the gate polls.
+    let mut events = ctx.engine.container_events(id).await.ok();
     loop {
         let Some(c) = ctx.engine.container(id).await? else {
             return Err(InstallError::Unhealthy {
@@ -414,6 +417,16 @@ pub(super) async fn wait_gate<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan, id:
             ctx.service(&sp.name, "waiting", Some("for its healthcheck".into()));
             announced = true;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.as_mut() {
+            Some(rx) => {
+                // An event, or a look every 2 s anyway (events can be dropped under load).
+                match tokio::time::timeout(left.min(Duration::from_secs(2)), rx.recv()).await {
+                    Ok(None) => events = None,
+                    Ok(Some(())) | Err(_) => {}
+                }
+            }
+            None => tokio::time::sleep(left.min(Duration::from_millis(500))).await,
+        }
     }
 }

@@ -540,6 +540,30 @@ impl Engine for DockerEngine {
         Ok(out.trim_end().to_string())
     }
 
+    async fn container_events(&self, id: &str) -> Result<mpsc::Receiver<()>, InstallError> {
+        let (tx, rx) = mpsc::channel(4);
+        let docker = self.docker.clone();
+        let filters = HashMap::from([("container", vec![id.to_string()]), ("type", vec!["container".to_string()])]);
+        let opts = bollard::query_parameters::EventsOptionsBuilder::default().filters(&filters).build();
+        tokio::spawn(async move {
+            let mut stream = Box::pin(docker.events(Some(opts)));
+            loop {
+                tokio::select! {
+                    // The gate is decided: stop listening (and free the connection).
+                    () = tx.closed() => break,
+                    item = stream.next() => match item {
+                        Some(Ok(_)) => {
+                            // A full channel already holds a signal: the gate looks anyway.
+                            let _ = tx.try_send(());
+                        }
+                        _ => break,
+                    },
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     async fn volume_mountpoint(&self, name: &str) -> Result<Option<std::path::PathBuf>, InstallError> {
         match self.docker.inspect_volume(name).await {
             Ok(v) => Ok(Some(v.mountpoint.into())),

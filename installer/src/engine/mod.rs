@@ -293,6 +293,10 @@ pub trait Engine {
     async fn wait_exit(&self, id: &str) -> Result<i64, InstallError>;
     /// The last `lines` lines of a container's output.
     async fn logs(&self, id: &str, lines: usize) -> Result<String, InstallError>;
+    /// A signal each time the engine reports an event of this container (health status, start,
+    /// die, ...), so that a health gate reacts at once instead of at its next poll. The channel
+    /// closes when the engine's event stream ends; gates then poll.
+    async fn container_events(&self, id: &str) -> Result<mpsc::Receiver<()>, InstallError>;
     /// Where a volume's data lives on this host (its `Mountpoint`), `None` when it does not
     /// exist. Sizes are measured there: `/system/df` changed shape in API 1.52 and walks every
     /// volume of the host.
