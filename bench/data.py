@@ -89,7 +89,7 @@ def main():
 
         sh(apply(bundles[1]), env=env)
         sh(psql + ["app", "-qc", f"CREATE TABLE big AS SELECT g AS id, md5(g::text) AS a, repeat(md5(g::text), 4) AS b "
-                                 f"FROM generate_series(1, {args.rows}) g; CHECKPOINT;"], env=env)
+                                 f"FROM generate_series(1, {args.rows}) g;"], env=env)
         mount = sh(["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", f"{PROJECT}_dbdata"], env=env).stdout.strip()
         size = int(sh(["du", "-sb", mount]).stdout.split()[0])
         gb = size / 1e9
@@ -133,12 +133,17 @@ def main():
             r = subprocess.run(["docker", "exec", "-e", "PGPASSWORD=bench-password", db, "pg_dump", "-h", "127.0.0.1",
                                 "-U", "app", "-d", "app", "-Fc", "-Z1"], stdout=f, stderr=subprocess.PIPE, env=env)
             figures["backup: pg_dump -Fc -Z1"] = time.perf_counter() - start
-        sh(psql + ["postgres", "-qc", "CREATE DATABASE restored OWNER app"], env=env, check=False)
+            if r.returncode != 0:
+                sys.exit(f"bench: pg_dump failed: {r.stderr[-2000:]}")
+        sh(["docker", "exec", "-e", "PGPASSWORD=bench-password", db, "psql", "-h", "127.0.0.1", "-U", "postgres", "-d",
+            "postgres", "-q", "-c", "DROP DATABASE IF EXISTS restored", "-c", "CREATE DATABASE restored OWNER app"], env=env)
         with open(dump, "rb") as f:
             start = time.perf_counter()
-            subprocess.run(["docker", "exec", "-i", "-e", "PGPASSWORD=bench-password", db, "pg_restore", "-h", "127.0.0.1",
-                            "-U", "app", "-d", "restored"], stdin=f, capture_output=True, env=env)
+            r = subprocess.run(["docker", "exec", "-i", "-e", "PGPASSWORD=bench-password", db, "pg_restore", "-h",
+                                "127.0.0.1", "-U", "app", "-d", "restored"], stdin=f, capture_output=True, env=env)
             figures["restore: pg_restore"] = time.perf_counter() - start
+            if r.returncode != 0:
+                sys.exit(f"bench: pg_restore failed: {r.stderr[-2000:]}")
 
         # The upgrade: with the copy, then (fresh install) without.
         t, r = timed(apply(bundles[2]), env=env)
@@ -149,7 +154,7 @@ def main():
         st2 = work / "state2"
         sh(apply(bundles[1], st=st2), env=env)
         sh(psql + ["app", "-qc", f"CREATE TABLE big AS SELECT g AS id, md5(g::text) AS a, repeat(md5(g::text), 4) AS b "
-                                 f"FROM generate_series(1, {args.rows}) g; CHECKPOINT;"], env=env)
+                                 f"FROM generate_series(1, {args.rows}) g;"], env=env)
         t, _ = timed(apply(bundles[2], "--no-snapshot", st=st2), env=env)
         figures["upgrade without the copy (--no-snapshot): whole apply"] = t
         engine_version = sh(["docker", "version", "-f", "{{.Server.Version}}"], env=env).stdout.strip()
