@@ -107,6 +107,32 @@ impl Report {
     }
 }
 
+/// Refuse a copy of data that does not fit: `free` bytes at `path`, `need` needed.
+///
+/// # Errors
+/// [`InstallError::PreflightCheck`] (exit 50) saying what `what` needs and what was left alone.
+pub(crate) fn require_space(
+    path: &Path,
+    free: u64,
+    need: u64,
+    what: &str,
+    untouched: &str,
+) -> Result<(), InstallError> {
+    if free >= need {
+        return Ok(());
+    }
+    Err(InstallError::PreflightCheck {
+        check: "disk",
+        detail: format!(
+            "{}: {} free, {what} needs {}; {untouched}",
+            path.display(),
+            human_bytes(free),
+            human_bytes(need)
+        ),
+        exit: Exit::PreflightDisk,
+    })
+}
+
 /// Free bytes of the filesystem holding `path`. `INSTALLER_TEST_DOCKER_FREE_BYTES` replaces the
 /// figure for Docker's data root: the tests' way to simulate a full disk without a second dockerd.
 pub(crate) fn free_bytes(path: &Path, docker_root: bool) -> std::io::Result<u64> {

@@ -36,6 +36,18 @@ pub enum ImageOutcome {
     Kept(String),
 }
 
+impl ImageOutcome {
+    /// For the text report.
+    fn describe(&self) -> String {
+        match self {
+            ImageOutcome::Removed => "removed".to_string(),
+            ImageOutcome::WouldRemove => "would remove".to_string(),
+            ImageOutcome::Absent => "already gone".to_string(),
+            ImageOutcome::Kept(why) => format!("kept ({why})"),
+        }
+    }
+}
+
 /// One image of an older release.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImagePrune {
@@ -232,7 +244,7 @@ async fn prune_data<E: Engine>(
             by_age.push((name, volume, at));
         }
     }
-    by_age.sort_by(|a, b| b.2.cmp(&a.2));
+    by_age.sort_by_key(|d| std::cmp::Reverse(d.2));
     let mut out = Vec::new();
     for (i, (name, volume, at)) in by_age.into_iter().enumerate() {
         let outcome = if i < keep {
@@ -274,12 +286,7 @@ pub fn render(report: &PruneReport) -> String {
     };
     let _ = writeln!(s, "kept releases: {} (installed, and the one rollback returns to)", list(&report.kept_releases));
     for i in &report.images {
-        let what = match &i.outcome {
-            ImageOutcome::Removed => "removed".to_string(),
-            ImageOutcome::WouldRemove => "would remove".to_string(),
-            ImageOutcome::Absent => "already gone".to_string(),
-            ImageOutcome::Kept(why) => format!("kept ({why})"),
-        };
+        let what = i.outcome.describe();
         let _ = writeln!(s, "  {what:<14} {} ({}, release {})", i.reference, i.image_id.short(), i.release);
     }
     if report.images.is_empty() {
@@ -295,12 +302,7 @@ pub fn render(report: &PruneReport) -> String {
         );
     }
     for d in &report.data {
-        let what = match &d.outcome {
-            ImageOutcome::Removed => "removed".to_string(),
-            ImageOutcome::WouldRemove => "would remove".to_string(),
-            ImageOutcome::Absent => "already gone".to_string(),
-            ImageOutcome::Kept(why) => format!("kept ({why})"),
-        };
+        let what = d.outcome.describe();
         let _ = writeln!(
             s,
             "  {what:<14} {} {} (copy of {})",

@@ -421,9 +421,8 @@ pub(super) async fn wait_gate<E: Engine>(ctx: &Ctx<'_, E>, sp: &ServicePlan, id:
         match events.as_mut() {
             Some(rx) => {
                 // An event, or a look every 2 s anyway (events can be dropped under load).
-                match tokio::time::timeout(left.min(Duration::from_secs(2)), rx.recv()).await {
-                    Ok(None) => events = None,
-                    Ok(Some(())) | Err(_) => {}
+                if let Ok(None) = tokio::time::timeout(left.min(Duration::from_secs(2)), rx.recv()).await {
+                    events = None;
                 }
             }
             None => tokio::time::sleep(left.min(Duration::from_millis(500))).await,

@@ -134,19 +134,8 @@ pub async fn restore<E: Engine>(
         if need == 0 {
             continue;
         }
-        if let Ok(free) = crate::preflight::free_bytes(&path, volume)
-            && free < need
-        {
-            return Err(InstallError::PreflightCheck {
-                check: "disk",
-                detail: format!(
-                    "{}: {} free, the restore needs {}; nothing was changed",
-                    path.display(),
-                    manifests::display::human_bytes(free),
-                    manifests::display::human_bytes(need)
-                ),
-                exit: manifests::Exit::PreflightDisk,
-            });
+        if let Ok(free) = crate::preflight::free_bytes(&path, volume) {
+            crate::preflight::require_space(&path, free, need, "the restore", "nothing was changed")?;
         }
     }
     let values_now = state.values()?;

@@ -197,18 +197,7 @@ pub async fn backup<E: Engine>(
     let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&dir).map_err(InstallError::state(&dir))?;
     let free = crate::preflight::free_bytes(&dir, false).map_err(InstallError::state(&dir))?;
-    if free < need {
-        return Err(InstallError::PreflightCheck {
-            check: "disk",
-            detail: format!(
-                "{}: {} free, the backup needs {}; no service was stopped",
-                dir.display(),
-                manifests::display::human_bytes(free),
-                manifests::display::human_bytes(need)
-            ),
-            exit: manifests::Exit::PreflightDisk,
-        });
-    }
+    crate::preflight::require_space(&dir, free, need, "the backup", "no service was stopped")?;
     refuse_foreign_writers(engine, &plan.project, &sources).await?;
     let tmp = dir.join(format!(
         ".{}.partial",
@@ -365,7 +354,7 @@ pub fn check(path: &Path) -> Result<Checked, InstallError> {
     loop {
         let mut header = [0u8; BLOCK as usize];
         match read_full(&mut f, &mut header) {
-            Ok(n) if n == 0 => break,
+            Ok(0) => break,
             Ok(n) if n < header.len() => {
                 return Err(bad(format!("the file ends inside a header at byte {offset}: it is truncated")));
             }
