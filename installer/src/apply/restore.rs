@@ -119,12 +119,7 @@ pub async fn restore<E: Engine>(
             reporter.event(&Event::Info { message: format!("{}: not in this release, left out", part.path) });
             continue;
         };
-        let mut name = format!("{}-restored-{stamp}", d.base);
-        let mut n = 2;
-        while if d.volume { engine.volume_exists(&name).await? } else { Path::new(&name).exists() } {
-            name = format!("{}-restored-{stamp}.{n}", d.base);
-            n += 1;
-        }
+        let name = d.free_name(engine, &format!("restored-{stamp}"), &Default::default()).await?;
         targets.push((part, d, name));
     }
     // Disk: volumes on Docker's data root, directories under the state dir.
@@ -153,29 +148,7 @@ pub async fn restore<E: Engine>(
     let written = async {
         copy::remove_helpers(engine, &manifest.project).await?;
         for (i, (part, d, name)) in targets.iter().enumerate() {
-            if d.volume {
-                let key = d.key.strip_prefix("volume:").unwrap_or(&d.key);
-                let mut def = the_plan.stack.volumes.iter().find(|v| v.key == key).cloned().unwrap_or_else(|| {
-                    manifests::VolumeDef {
-                        key: key.to_string(),
-                        name: String::new(),
-                        external: false,
-                        driver: None,
-                        driver_opts: BTreeMap::new(),
-                        labels: BTreeMap::new(),
-                    }
-                });
-                def.name.clone_from(name);
-                let labels = BTreeMap::from([
-                    (labels::PROJECT.to_string(), manifest.project.clone()),
-                    (labels::VOLUME.to_string(), key.to_string()),
-                    (crate::data::GENERATION_LABEL.to_string(), format!("restored-{stamp}")),
-                    (crate::data::SOURCE_LABEL.to_string(), d.key.clone()),
-                ]);
-                engine.ensure_volume(&def, &labels).await?;
-            } else {
-                std::fs::create_dir_all(name).map_err(InstallError::state(name))?;
-            }
+            d.create_generation(engine, &the_plan, name, &format!("restored-{stamp}")).await?;
             let helper = copy::helper(engine, &manifest.project, &format!("restore-{i}"), &d.image, name).await?;
             let r = backup::restore_part(engine, &checked, part, &helper, reporter).await;
             engine.remove(&helper).await?;
@@ -187,11 +160,7 @@ pub async fn restore<E: Engine>(
     if let Err(e) = written {
         let _ = copy::remove_helpers(engine, &manifest.project).await;
         for (_, d, name) in &targets {
-            let _ = if d.volume {
-                engine.remove_volume(name).await
-            } else {
-                std::fs::remove_dir_all(name).map_err(InstallError::state(name))
-            };
+            let _ = crate::data::remove_generation(engine, d.volume, name).await;
         }
         return Err(e);
     }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::archive::{Inspector, Summary};
 use super::copy::{self, remove_helpers};
 use super::snapshot::{Stopped, check_writers, refuse_foreign_writers, restart_stopped, stop_writers};
-use super::{DataSource, tree_size, with_margin};
+use super::{DataSource, with_margin};
 use crate::engine::Engine;
 use crate::error::InstallError;
 use crate::plan::Plan;
@@ -183,14 +183,7 @@ pub async fn backup<E: Engine>(
     let mut need = 1 << 20;
     let mut total = 0;
     for d in &sources {
-        let (bytes, entries) = if d.volume {
-            match engine.volume_mountpoint(&d.current).await? {
-                Some(p) => tree_size(&p),
-                None => (0, 0),
-            }
-        } else {
-            tree_size(Path::new(&d.current))
-        };
+        let (bytes, entries) = d.size(engine).await?;
         total += bytes;
         need += with_margin(bytes, entries);
     }

@@ -75,15 +75,108 @@ impl DataSource {
     }
 }
 
-/// The name of a new generation of `base`, made for `tag` (`r3`, `restored-…`): the first of
-/// `<base>-<tag>`, `<base>-<tag>.2`, … that `taken` says is free.
-#[must_use]
-pub fn generation_name(base: &str, tag: &str, taken: &dyn Fn(&str) -> bool) -> String {
-    let first = format!("{base}-{tag}");
-    if !taken(&first) {
-        return first;
+impl DataSource {
+    /// Where its current generation lives on this host, `None` when it does not exist yet (a
+    /// first install, a volume new in this release).
+    ///
+    /// # Errors
+    /// Docker unreachable.
+    pub async fn location<E: crate::engine::Engine>(&self, engine: &E) -> Result<Option<PathBuf>, crate::InstallError> {
+        if self.volume {
+            engine.volume_mountpoint(&self.current).await
+        } else {
+            Ok(Some(PathBuf::from(&self.current)).filter(|p| p.exists()))
+        }
     }
-    (2..).map(|n| format!("{first}.{n}")).find(|n| !taken(n)).unwrap_or(first)
+
+    /// Its bytes and entries now ([`tree_size`]); zero when it does not exist.
+    ///
+    /// # Errors
+    /// Docker unreachable.
+    pub async fn size<E: crate::engine::Engine>(&self, engine: &E) -> Result<(u64, u64), crate::InstallError> {
+        Ok(self.location(engine).await?.map_or((0, 0), |p| tree_size(&p)))
+    }
+
+    /// The name of a new generation made for `tag` (`r3`, `restored-…`): the first of
+    /// `<base>-<tag>`, `<base>-<tag>.2`, … that is not in use, or is in `reuse` (the copies of
+    /// an interrupted run, removed and made again).
+    ///
+    /// # Errors
+    /// Docker unreachable.
+    pub async fn free_name<E: crate::engine::Engine>(
+        &self,
+        engine: &E,
+        tag: &str,
+        reuse: &std::collections::BTreeSet<&str>,
+    ) -> Result<String, crate::InstallError> {
+        let first = format!("{}-{tag}", self.base);
+        let mut name = first.clone();
+        for n in 2.. {
+            let taken = !reuse.contains(name.as_str())
+                && (name == self.current
+                    || if self.volume { engine.volume_exists(&name).await? } else { Path::new(&name).exists() });
+            if !taken {
+                break;
+            }
+            name = format!("{first}.{n}");
+        }
+        Ok(name)
+    }
+
+    /// Create the generation `name` made for `tag`: a volume with the stack's driver, options
+    /// and labels plus the generation labels, or a directory.
+    ///
+    /// # Errors
+    /// Docker's refusal, a directory that cannot be made.
+    pub async fn create_generation<E: crate::engine::Engine>(
+        &self,
+        engine: &E,
+        plan: &crate::plan::Plan,
+        name: &str,
+        tag: &str,
+    ) -> Result<(), crate::InstallError> {
+        let Some(key) = self.key.strip_prefix("volume:") else {
+            return std::fs::create_dir_all(name)
+                .map_err(|e| crate::InstallError::Data { what: self.describe(name), message: e.to_string() });
+        };
+        use crate::plan::labels;
+        let labels = BTreeMap::from([
+            (labels::PROJECT.to_string(), plan.project.clone()),
+            (labels::VOLUME.to_string(), key.to_string()),
+            (GENERATION_LABEL.to_string(), tag.to_string()),
+            (SOURCE_LABEL.to_string(), self.key.clone()),
+        ]);
+        let mut def =
+            plan.stack.volumes.iter().find(|v| v.key == key).cloned().unwrap_or_else(|| manifests::VolumeDef {
+                key: key.to_string(),
+                name: String::new(),
+                external: false,
+                driver: None,
+                driver_opts: BTreeMap::new(),
+                labels: BTreeMap::new(),
+            });
+        def.name = name.to_string();
+        engine.ensure_volume(&def, &labels).await
+    }
+}
+
+/// Remove a generation this run made (never one in use: the callers pass only their own).
+///
+/// # Errors
+/// Docker's refusal, a directory that cannot be removed.
+pub async fn remove_generation<E: crate::engine::Engine>(
+    engine: &E,
+    volume: bool,
+    name: &str,
+) -> Result<(), crate::InstallError> {
+    if volume {
+        return engine.remove_volume(name).await;
+    }
+    match std::fs::remove_dir_all(name) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(crate::InstallError::Data { what: format!("directory {name}"), message: e.to_string() }),
+    }
 }
 
 /// Bytes under a directory (apparent sizes, each hardlinked file once, the directory tree

@@ -104,22 +104,9 @@ pub async fn prepare<E: Engine>(
     for d in plan.data.iter().filter(|d| plan.snapshot_keys.contains(&d.key)) {
         // Data that does not exist yet (a first install, a volume new in this release) has
         // nothing to protect.
-        let at = match d.volume {
-            true => engine.volume_mountpoint(&d.current).await?,
-            false => Some(std::path::PathBuf::from(&d.current)).filter(|p| p.exists()),
-        };
-        let Some(at) = at else { continue };
+        let Some(at) = d.location(engine).await? else { continue };
         let (bytes, entries) = tree_size(&at);
-        let mut to = format!("{}-{tag}", d.base);
-        for n in 2.. {
-            let taken = !reuse.contains(to.as_str())
-                && (to == d.current
-                    || if d.volume { engine.volume_exists(&to).await? } else { std::path::Path::new(&to).exists() });
-            if !taken {
-                break;
-            }
-            to = format!("{}-{tag}.{n}", d.base);
-        }
+        let to = d.free_name(engine, &tag, &reuse).await?;
         let need = with_margin(bytes, entries);
         if d.volume {
             out.volume_bytes += need;
@@ -257,31 +244,12 @@ async fn copy_all<E: Engine>(
     for (i, c) in snapshot.copies.iter().enumerate() {
         let Some(d) = sources.iter().find(|d| d.key == c.key) else { continue };
         let what = d.describe(&c.from);
-        if c.volume {
-            let mut labels = BTreeMap::from([
-                (labels::PROJECT.to_string(), plan.project.clone()),
-                (super::GENERATION_LABEL.to_string(), format!("r{}", plan.release)),
-                (super::SOURCE_LABEL.to_string(), c.key.clone()),
-            ]);
-            if let Some(k) = c.key.strip_prefix("volume:") {
-                labels.insert(labels::VOLUME.to_string(), k.to_string());
-            }
-            let def = plan.stack.volumes.iter().find(|v| Some(v.key.as_str()) == c.key.strip_prefix("volume:"));
-            let mut def = def.cloned().unwrap_or_else(|| manifests::VolumeDef {
-                key: c.key.clone(),
-                name: c.to.clone(),
-                external: false,
-                driver: None,
-                driver_opts: BTreeMap::new(),
-                labels: BTreeMap::new(),
-            });
-            def.name.clone_from(&c.to);
-            engine.ensure_volume(&def, &labels).await?;
-        } else {
+        if !c.volume {
+            // A site data directory the service has never created yet.
             std::fs::create_dir_all(&c.from)
-                .and_then(|()| std::fs::create_dir_all(&c.to))
                 .map_err(|e| InstallError::Data { what: what.clone(), message: e.to_string() })?;
         }
+        d.create_generation(engine, plan, &c.to, &format!("r{}", plan.release)).await?;
         let from = copy::helper(engine, &plan.project, &format!("copy-from-{i}"), &d.image, &c.from).await?;
         let to = copy::helper(engine, &plan.project, &format!("copy-to-{i}"), &d.image, &c.to).await?;
         copy::clone(engine, &from, &to, &what, &progress).await?;
@@ -297,17 +265,9 @@ async fn copy_all<E: Engine>(
     Ok(())
 }
 
-/// Remove a copy (a volume or directory this apply made).
+/// Remove a copy this apply made.
 async fn remove_copy<E: Engine>(engine: &E, c: &PlannedCopy) -> Result<(), InstallError> {
-    if c.volume {
-        engine.remove_volume(&c.to).await
-    } else {
-        match std::fs::remove_dir_all(&c.to) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(InstallError::Data { what: format!("directory {}", c.to), message: e.to_string() }),
-        }
-    }
+    super::remove_generation(engine, c.volume, &c.to).await
 }
 
 /// A running container of another project on one of these volumes would keep writing.
