@@ -45,6 +45,19 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// Public key to rotate to: recorded in the manifest, signed by the current key.
     pub rotate_to: Option<PathBuf>,
+    /// Split the bundle into parts of at most this many bytes (removable media).
+    pub part_size: Option<u64>,
+}
+
+/// A file the build wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WrittenFile {
+    /// Where.
+    pub path: PathBuf,
+    /// Size.
+    pub size: u64,
+    /// sha256 of the file.
+    pub sha256: Digest,
 }
 
 /// What was built.
@@ -54,8 +67,12 @@ pub struct BuildSummary {
     pub path: PathBuf,
     /// Bundle size.
     pub size: u64,
-    /// sha256 of the bundle file.
-    pub sha256: Digest,
+    /// sha256 of the bundle file (one-file bundles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Digest>,
+    /// The part files (split bundles), part 000 first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<WrittenFile>,
     /// Images.
     pub images: usize,
     /// Unique blobs stored.
@@ -319,7 +336,7 @@ pub async fn build<S: ImageSource>(
         entries.push((Entry { path: layout::blob_path(&blob.digest), size: blob.size, sha256: blob.digest }, source));
     }
 
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         schema_version: SCHEMA_VERSION,
         product: stack.product.clone(),
         version: opts.version.clone(),
@@ -341,7 +358,30 @@ pub async fn build<S: ImageSource>(
         health: stack.health.clone(),
         requires: Requirements { image_bytes: blob_bytes, docker_api_version: "1.41".into() },
         key_rotation,
+        parts: None,
     };
+    let total: u64 = entries.iter().map(|(e, _)| e.size).sum();
+    reporter.start(Phase::Write, total);
+    let written = match opts.part_size {
+        None => write_one_file(opts, &output_dir, &key, &manifest, entries, reporter)?,
+        Some(part_size) => write_parts(opts, &output_dir, &key, &mut manifest, &entries, part_size, reporter)?,
+    };
+    reporter.finish(Phase::Write);
+    Ok(BuildSummary {
+        path: written.first().map_or_else(|| opts.output.clone(), |f| f.path.clone()),
+        size: written.iter().map(|f| f.size).sum(),
+        sha256: (written.len() == 1).then(|| written[0].sha256),
+        parts: if written.len() > 1 { written } else { Vec::new() },
+        images: manifest.images.len(),
+        blobs: blob_order.len(),
+        blob_bytes,
+        downloaded_bytes,
+        cached_bytes: blob_bytes - downloaded_bytes,
+        key_id: manifest.key_id,
+    })
+}
+
+fn sign(key: &SecretKey, manifest: &Manifest) -> [(Entry, Source); 2] {
     let manifest_bytes = manifest.to_canonical_bytes();
     let signature = key.sign(
         &manifest_bytes,
@@ -350,47 +390,87 @@ pub async fn build<S: ImageSource>(
             manifest.product, manifest.version, manifest.release, manifest.created
         ),
     );
-    let mut all =
-        vec![bytes_entry(layout::MANIFEST, manifest_bytes), bytes_entry(layout::SIGNATURE, signature.into_bytes())];
-    all.extend(entries);
+    [bytes_entry(layout::MANIFEST, manifest_bytes), bytes_entry(layout::SIGNATURE, signature.into_bytes())]
+}
 
-    let total: u64 = all.iter().map(|(e, _)| e.size).sum();
-    reporter.start(Phase::Write, total);
+/// The one-file bundle: written to a temp file next to the output, fsynced, renamed.
+fn write_one_file(
+    opts: &BuildOptions,
+    output_dir: &Path,
+    key: &SecretKey,
+    manifest: &Manifest,
+    entries: Vec<(Entry, Source)>,
+    reporter: &dyn Reporter,
+) -> Result<Vec<WrittenFile>, BundlerError> {
+    let mut all = Vec::from(sign(key, manifest));
+    all.extend(entries);
     let out_err = |source| BundlerError::Output { path: opts.output.clone(), source };
     let tmp =
-        tempfile::Builder::new().prefix(".bundle-").suffix(".partial").tempfile_in(&output_dir).map_err(out_err)?;
+        tempfile::Builder::new().prefix(".bundle-").suffix(".partial").tempfile_in(output_dir).map_err(out_err)?;
     // The bundle's own digest is taken as it is written: no second read of the output.
     let writer = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, tmp));
-    let written = archive::write_archive(writer, opts.created, &all, &|n| reporter.advance(Phase::Write, n));
-    let writer = match written {
-        Ok(w) => w,
-        Err(e) => {
-            // A cache file that no longer matches its digest is dropped so the next run fetches it.
-            if let archive::ArchiveError::Changed { file, .. } = &e {
-                let _ = std::fs::remove_file(file);
-            }
-            return Err(e.into());
-        }
-    };
+    let writer = archive::write_archive(writer, manifest.created, &all, &|n| reporter.advance(Phase::Write, n))
+        .map_err(drop_changed)?;
     let (writer, sha256, size) = writer.finish();
     let tmp = writer.into_inner().map_err(|e| out_err(e.into_error()))?;
     tmp.as_file().sync_all().map_err(out_err)?;
     tmp.persist(&opts.output).map_err(|e| out_err(e.error))?;
-    if let Ok(dir) = std::fs::File::open(&output_dir) {
+    if let Ok(dir) = std::fs::File::open(output_dir) {
         let _ = dir.sync_all();
     }
-    reporter.finish(Phase::Write);
-    Ok(BuildSummary {
-        path: opts.output.clone(),
-        size,
-        sha256,
-        images: manifest.images.len(),
-        blobs: blob_order.len(),
-        blob_bytes,
-        downloaded_bytes,
-        cached_bytes: blob_bytes - downloaded_bytes,
-        key_id: manifest.key_id,
-    })
+    Ok(vec![WrittenFile { path: opts.output.clone(), size, sha256 }])
+}
+
+/// The split bundle: payload parts first (hashed as written), then the manifest with the part
+/// table is signed and written as part 000 (see [`crate::parts`]).
+fn write_parts(
+    opts: &BuildOptions,
+    output_dir: &Path,
+    key: &SecretKey,
+    manifest: &mut Manifest,
+    entries: &[(Entry, Source)],
+    part_size: u64,
+    reporter: &dyn Reporter,
+) -> Result<Vec<WrittenFile>, BundlerError> {
+    let out_err = |source| BundlerError::Output { path: opts.output.clone(), source };
+    let base = opts.output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
+    let writer = crate::parts::PartWriter::new(output_dir, &base, part_size);
+    let writer = archive::write_archive(writer, manifest.created, entries, &|n| reporter.advance(Phase::Write, n))
+        .map_err(drop_changed)?;
+    let written = writer.finish().map_err(out_err)?;
+    manifest.parts = Some(crate::parts::table(part_size, &written));
+    let header = crate::parts::header_bytes(manifest.created, &sign(key, manifest)).map_err(out_err)?;
+    if header.len() as u64 > part_size {
+        return Err(BundlerError::Usage(format!(
+            "--part-size {part_size} is smaller than the bundle's signed header ({} bytes: bundle.json and its signature); \
+             use a larger part size (4095M fits FAT32)",
+            header.len()
+        )));
+    }
+    let mut tmp =
+        tempfile::Builder::new().prefix(".bundle-part-").suffix(".partial").tempfile_in(output_dir).map_err(out_err)?;
+    std::io::Write::write_all(&mut tmp, &header).map_err(out_err)?;
+    tmp.as_file().sync_all().map_err(out_err)?;
+    let mut files = vec![WrittenFile { path: PathBuf::new(), size: header.len() as u64, sha256: Digest::of(&header) }];
+    files.extend(written.iter().map(|w| WrittenFile {
+        path: PathBuf::new(),
+        size: w.part.size,
+        sha256: w.part.sha256,
+    }));
+    let paths = crate::parts::persist(output_dir, &base, tmp, written).map_err(out_err)?;
+    for (f, p) in files.iter_mut().zip(paths) {
+        // Named as the operator wrote `-o` (relative stays relative).
+        f.path = p.file_name().map_or(p.clone(), |n| opts.output.with_file_name(n));
+    }
+    Ok(files)
+}
+
+/// A cache file that no longer matches its digest is dropped so the next run fetches it.
+fn drop_changed(e: archive::ArchiveError) -> BundlerError {
+    if let archive::ArchiveError::Changed { file, .. } = &e {
+        let _ = std::fs::remove_file(file);
+    }
+    e.into()
 }
 
 fn bytes_entry(path: &str, bytes: Vec<u8>) -> (Entry, Source) {

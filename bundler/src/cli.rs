@@ -32,6 +32,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Check a bundle's signature and every entry.
     Verify(VerifyArgs),
+    /// Write a bundle as ISO 9660 images (VMware, Hyper-V), each at most one FAT32 file.
+    Iso(IsoArgs),
     /// Print shell completions.
     Completions {
         /// Shell.
@@ -114,6 +116,11 @@ pub struct BuildArgs {
     /// Parallel downloads.
     #[arg(long, default_value_t = 4)]
     pub jobs: usize,
+    /// Split the bundle into parts of at most SIZE bytes for removable media: OUT.000 (the signed
+    /// header), OUT.001, … K, M, G are powers of 1024; 4095M fits FAT32 (4 GiB - 1 byte per file)
+    /// and one ISO volume. `cat OUT.0* > OUT` gives the one-file bundle.
+    #[arg(long, value_name = "SIZE", value_parser = manifests::media::parse_size)]
+    pub part_size: Option<u64>,
     /// Rotate to this new public key: hosts that trust the current key and apply this bundle
     /// will trust the new key too. Sign later bundles with the new secret key.
     #[arg(long, value_hint = ValueHint::FilePath)]
@@ -123,9 +130,12 @@ pub struct BuildArgs {
 /// `inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The bundle.
+    /// The bundle: its file, or part 000 of a split bundle.
     #[arg(value_hint = ValueHint::FilePath)]
     pub bundle: PathBuf,
+    /// A directory holding parts of a split bundle (another stick or volume). Repeatable.
+    #[arg(long, value_hint = ValueHint::DirPath)]
+    pub media: Vec<PathBuf>,
     /// Check the manifest's signature with this public key. Repeatable.
     #[arg(long)]
     pub key: Vec<PathBuf>,
@@ -134,12 +144,40 @@ pub struct InspectArgs {
 /// `verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The bundle.
+    /// The bundle: its file, or part 000 of a split bundle.
     #[arg(value_hint = ValueHint::FilePath)]
     pub bundle: PathBuf,
+    /// A directory holding parts of a split bundle (another stick or volume). Repeatable.
+    #[arg(long, value_hint = ValueHint::DirPath)]
+    pub media: Vec<PathBuf>,
     /// Trusted public key. Repeatable.
     #[arg(long, required = true)]
     pub key: Vec<PathBuf>,
+}
+
+/// `iso`.
+#[derive(Debug, Args)]
+pub struct IsoArgs {
+    /// The bundle: its file, or part 000 of a split bundle.
+    #[arg(value_hint = ValueHint::FilePath)]
+    pub bundle: PathBuf,
+    /// A directory holding parts not beside part 000. Repeatable.
+    #[arg(long, value_hint = ValueHint::DirPath)]
+    pub media: Vec<PathBuf>,
+    /// Where to write the images (`PRODUCT-VERSION-1of2.iso`, …).
+    #[arg(long, value_hint = ValueHint::DirPath)]
+    pub output_dir: PathBuf,
+    /// Largest image size (K, M, G: powers of 1024). The default, 4 GiB - 1 byte, lets each image
+    /// ride on a FAT32 stick too.
+    #[arg(long, value_name = "SIZE", value_parser = manifests::media::parse_size, default_value_t = manifests::media::FAT32_MAX_FILE)]
+    pub volume_size: u64,
+    /// The static installer binary, put on the first volume.
+    #[arg(long, value_hint = ValueHint::FilePath)]
+    pub installer: Option<PathBuf>,
+    /// The vendor's public key, put on the first volume (its fingerprint in the README); the
+    /// bundle is verified with it before any image is written.
+    #[arg(long, value_hint = ValueHint::FilePath)]
+    pub public_key: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -101,6 +101,22 @@ pub enum BundlerError {
     /// A command-line value is wrong.
     #[error("{0}")]
     Usage(String),
+    /// An outside program this command needs is not installed.
+    #[error("`{tool}` was not found on PATH")]
+    MissingTool {
+        /// Program.
+        tool: &'static str,
+        /// How to get it.
+        hint: &'static str,
+    },
+    /// An outside program failed.
+    #[error("{} failed: {message}", tool.display())]
+    ToolFailed {
+        /// Program.
+        tool: PathBuf,
+        /// Its last lines of error output.
+        message: String,
+    },
 }
 
 impl Diagnose for BundlerError {
@@ -130,6 +146,7 @@ impl Diagnose for BundlerError {
             },
             BundlerError::Bundle { source, .. } => source.exit(),
             BundlerError::Usage(_) => Exit::Usage,
+            BundlerError::MissingTool { .. } | BundlerError::ToolFailed { .. } => Exit::Failure,
         }
     }
 
@@ -186,6 +203,10 @@ impl Diagnose for BundlerError {
             }
             BundlerError::Bundle { source, .. } => return source.hint(),
             BundlerError::Usage(_) => return None,
+            BundlerError::MissingTool { hint, .. } => (*hint).into(),
+            BundlerError::ToolFailed { .. } => {
+                "check free space in --output-dir and that every bundle file is readable; no image was left half written".into()
+            }
         })
     }
 }

@@ -1,6 +1,6 @@
 //! `bundler inspect` and `bundler verify`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use manifests::order::start_order;
 use manifests::{Manifest, TrustedKeys};
@@ -43,6 +43,20 @@ pub struct Inspection {
     pub total_size: u64,
     /// Number of entries.
     pub entries: usize,
+    /// A split bundle's part files, part 000 first, with where each was found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartInfo>,
+}
+
+/// One part of a split bundle in `inspect`.
+#[derive(Debug, Serialize)]
+pub struct PartInfo {
+    /// Part name.
+    pub name: String,
+    /// Where it was found.
+    pub path: std::path::PathBuf,
+    /// Size.
+    pub size: u64,
 }
 
 /// One image in `inspect`.
@@ -64,20 +78,23 @@ pub struct ImageInfo {
 ///
 /// # Errors
 /// Unreadable or invalid bundle.
-pub fn inspect(path: &Path, keys: Option<&TrustedKeys>) -> Result<Inspection, BundlerError> {
+pub fn inspect(path: &Path, media: &[PathBuf], keys: Option<&TrustedKeys>) -> Result<Inspection, BundlerError> {
     let bundle_err = |source| BundlerError::Bundle { path: path.to_path_buf(), source };
-    let file =
-        std::fs::File::open(path).map_err(|source| bundle_err(manifests::BundleError::Read { offset: 0, source }))?;
-    let len = file.metadata().map(|m| m.len()).ok();
-    let reader = std::io::BufReader::new(file);
-    let (manifest, checked) = match keys {
+    let (manifest, files, checked) = match keys {
         Some(keys) => {
-            let r = manifests::BundleReader::open(reader, len, keys).map_err(bundle_err)?;
-            (r.manifest().clone(), true)
+            let r = manifests::media::open(path, media, keys).map_err(bundle_err)?;
+            (r.manifest().clone(), r.inner().files().to_vec(), true)
         }
-        None => (manifests::reader::read_unverified_manifest(reader, len).map_err(bundle_err)?.0, false),
+        None => {
+            let (m, files) = manifests::media::open_unverified(path, media).map_err(bundle_err)?;
+            (m, files, false)
+        }
     };
-    Ok(summarize(&manifest, checked, len.unwrap_or(0)))
+    let mut info = summarize(&manifest, checked, files.iter().map(|f| f.size).sum());
+    if files.len() > 1 {
+        info.parts = files.into_iter().map(|f| PartInfo { name: f.name, path: f.path, size: f.size }).collect();
+    }
+    Ok(info)
 }
 
 /// Summarize a manifest.
@@ -123,6 +140,7 @@ pub fn summarize(m: &Manifest, signature_checked: bool, total_size: u64) -> Insp
             .collect(),
         total_size,
         entries: m.entries.len() + 2,
+        parts: Vec::new(),
     }
 }
 
@@ -130,7 +148,11 @@ pub fn summarize(m: &Manifest, signature_checked: bool, total_size: u64) -> Insp
 ///
 /// # Errors
 /// The first problem found.
-pub fn verify(path: &Path, keys: &TrustedKeys) -> Result<(Manifest, manifests::signature::Verified), BundlerError> {
-    manifests::reader::verify_file(path, keys)
+pub fn verify(
+    path: &Path,
+    media: &[PathBuf],
+    keys: &TrustedKeys,
+) -> Result<(Manifest, manifests::signature::Verified), BundlerError> {
+    manifests::media::verify(path, media, keys)
         .map_err(|source| BundlerError::Bundle { path: path.to_path_buf(), source })
 }

@@ -130,7 +130,13 @@ fn run(cli: Cli) -> Result<(), BundlerError> {
                 valid_days: a.valid_days,
                 jobs: a.jobs,
                 rotate_to: a.rotate_to,
+                part_size: a.part_size,
             };
+            if a.part_size.is_some_and(|s| s > manifests::media::FAT32_MAX_FILE) && !cli.json {
+                eprintln!(
+                    "note: parts larger than 4 GiB - 1 byte do not fit a FAT32 stick or one ISO 9660 file; 4095M does"
+                );
+            }
             let source = bundler::registry::OciRegistry::new(a.insecure_registry)?;
             let reporter = Terminal::new(cli.json);
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -152,13 +158,21 @@ fn run(cli: Cli) -> Result<(), BundlerError> {
                     human_bytes(summary.downloaded_bytes),
                     human_bytes(summary.cached_bytes)
                 );
-                eprintln!("sha256 {}  signed by key {}", summary.sha256.hex(), summary.key_id);
+                match &summary.sha256 {
+                    Some(d) => eprintln!("sha256 {}  signed by key {}", d.hex(), summary.key_id),
+                    None => {
+                        eprintln!("{} parts, signed by key {}:", summary.parts.len(), summary.key_id);
+                        for p in &summary.parts {
+                            eprintln!("  {}  {:>10}  sha256 {}", p.path.display(), human_bytes(p.size), p.sha256.hex());
+                        }
+                    }
+                }
             }
             Ok(())
         }
         Command::Inspect(a) => {
             let keys = if a.key.is_empty() { None } else { Some(bundler::keys::load_public_keys(&a.key)?) };
-            let info = bundler::inspect::inspect(&a.bundle, keys.as_ref())?;
+            let info = bundler::inspect::inspect(&a.bundle, &a.media, keys.as_ref())?;
             if cli.json {
                 println!("{}", serde_json::to_string(&info).unwrap_or_default());
             } else {
@@ -168,7 +182,7 @@ fn run(cli: Cli) -> Result<(), BundlerError> {
         }
         Command::Verify(a) => {
             let keys = bundler::keys::load_public_keys(&a.key)?;
-            let (manifest, signer) = bundler::inspect::verify(&a.bundle, &keys)?;
+            let (manifest, signer) = bundler::inspect::verify(&a.bundle, &a.media, &keys)?;
             if cli.json {
                 println!(
                     "{}",
@@ -186,6 +200,35 @@ fn run(cli: Cli) -> Result<(), BundlerError> {
                     signer.key_id,
                     manifest.entries.len() + 2
                 );
+            }
+            Ok(())
+        }
+        Command::Iso(a) => {
+            let volumes = bundler::iso::write_isos(&bundler::iso::IsoOptions {
+                bundle: a.bundle.clone(),
+                media: a.media.clone(),
+                output_dir: a.output_dir.clone(),
+                volume_size: a.volume_size,
+                installer: a.installer.clone(),
+                public_key: a.public_key.clone(),
+            })?;
+            if cli.json {
+                println!("{}", serde_json::json!({"event": "iso", "volumes": volumes}));
+            } else {
+                for v in &volumes {
+                    eprintln!(
+                        "wrote {} ({}, label {}): {}",
+                        v.path.display(),
+                        human_bytes(v.size),
+                        v.label,
+                        v.files.join(", ")
+                    );
+                }
+                if a.public_key.is_none() {
+                    eprintln!(
+                        "note: the bundle's signature was not checked (pass --public-key to check it and put the key on volume 1)"
+                    );
+                }
             }
             Ok(())
         }
@@ -256,4 +299,10 @@ fn print_inspection(i: &bundler::inspect::Inspection) {
         }
     }
     println!("total      {} in {} entries", human_bytes(i.total_size), i.entries);
+    if !i.parts.is_empty() {
+        println!("parts      {} files (part 000 is the signed header)", i.parts.len());
+        for p in &i.parts {
+            println!("  {}  {:>10}  {}", p.name, human_bytes(p.size), p.path.display());
+        }
+    }
 }

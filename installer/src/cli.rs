@@ -100,9 +100,13 @@ pub enum Command {
 /// A bundle and the keys to trust.
 #[derive(Debug, Args)]
 pub struct BundleArgs {
-    /// The bundle file.
+    /// The bundle: its file, or part 000 of a split bundle (`NAME.000`).
     #[arg(value_hint = ValueHint::FilePath)]
     pub bundle: PathBuf,
+    /// A directory holding parts of a split bundle that are not beside part 000: another USB
+    /// stick or ISO volume's mount point. Repeatable; also INSTALLER_MEDIA (colon-separated).
+    #[arg(long, value_hint = ValueHint::DirPath, env = "INSTALLER_MEDIA", value_delimiter = ':')]
+    pub media: Vec<PathBuf>,
     /// Trust this public key (in addition to <state-dir>/keys). Repeatable.
     #[arg(long, value_hint = ValueHint::FilePath)]
     pub key: Vec<PathBuf>,

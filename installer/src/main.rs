@@ -53,6 +53,7 @@ fn main() -> ExitCode {
 fn apply_options(cli: &Cli, a: &ApplyArgs) -> ApplyOptions {
     ApplyOptions {
         bundle: a.bundle.bundle.clone(),
+        media: a.bundle.media.clone(),
         keys: a.bundle.key.clone(),
         state_dir: cli.state_dir.clone(),
         values_file: a.values.clone(),
@@ -88,7 +89,7 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
     match &cli.command {
         Command::Verify(a) => {
             let keys = installer::trust::trusted_keys(&state.keys_dir(), &a.key)?;
-            let signed = installer::verify::open(&a.bundle, &keys)?;
+            let signed = installer::verify::open(&a.bundle, &a.media, &keys)?;
             let verified = installer::verify::verify(signed)?;
             let m = &verified.manifest;
             if cli.json {
@@ -329,6 +330,7 @@ fn render_status(r: &installer::status::StatusReport) -> String {
         r.docker_version,
         r.engine.describe()
     );
+    let _ = writeln!(s, "host: {}", r.hypervisor);
     if !r.last_apply_finished {
         let _ =
             writeln!(s, "WARNING: the last apply did not finish; run `installer apply` with the same bundle to resume");

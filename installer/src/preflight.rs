@@ -60,10 +60,14 @@ fn held_by_project(host: &HostState, project: &str, port: u16) -> bool {
 /// One line of the preflight report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
-    /// `disk`, `state-disk`, `docker`, `engine`, `storage-driver`, `platform`, `memory`, `ports`, `hypervisor`.
+    /// `disk`, `state-disk`, `docker`, `engine`, `storage-driver`, `platform`, `memory`, `ports`,
+    /// `hypervisor`, `clock`, `medium`.
     pub check: &'static str,
-    /// Passed (informational lines always pass).
+    /// Passed (informational lines and warnings always pass).
     pub ok: bool,
+    /// Passed, but the operator should act (e.g. a clock far behind).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
     /// What was found.
     pub detail: String,
     #[serde(skip)]
@@ -81,7 +85,13 @@ impl Check {
     /// A line of the report.
     #[must_use]
     pub fn new(check: &'static str, ok: bool, detail: String, exit: Exit) -> Self {
-        Self { check, ok, detail, exit }
+        Self { check, ok, warning: false, detail, exit }
+    }
+
+    /// A line that passes but asks the operator to act.
+    #[must_use]
+    pub fn warning(check: &'static str, detail: String) -> Self {
+        Self { check, ok: true, warning: true, detail, exit: Exit::Ok }
     }
 }
 
@@ -102,7 +112,14 @@ impl Report {
     pub fn render(&self) -> String {
         self.checks
             .iter()
-            .map(|c| format!("  {:<4} {:<14} {}\n", if c.ok { "ok" } else { "FAIL" }, c.check, c.detail))
+            .map(|c| {
+                let mark = match (c.ok, c.warning) {
+                    (false, _) => "FAIL",
+                    (true, true) => "WARN",
+                    (true, false) => "ok",
+                };
+                format!("  {mark:<4} {:<14} {}\n", c.check, c.detail)
+            })
             .collect()
     }
 }
@@ -169,9 +186,16 @@ pub fn docker_bytes_needed(manifest: &Manifest, load: &LoadPlan) -> u64 {
 
 const MARGIN: u64 = 64 << 20;
 
-/// Host checks that need no change: free space, Docker version, platform, memory, hypervisor.
+/// Host checks that need no change: free space, Docker version, platform, memory, hypervisor,
+/// clock, and where the bundle is read from.
 #[must_use]
-pub fn check_host(manifest: &Manifest, plan: &Plan, info: &EngineInfo, state_dir: &Path) -> Report {
+pub fn check_host(
+    manifest: &Manifest,
+    plan: &Plan,
+    info: &EngineInfo,
+    state_dir: &Path,
+    bundle_files: Option<&[manifests::media::PartFile]>,
+) -> Report {
     let mut checks = Vec::new();
     let mut push = |check, ok, detail: String, exit| checks.push(Check::new(check, ok, detail, exit));
 
@@ -289,27 +313,145 @@ pub fn check_host(manifest: &Manifest, plan: &Plan, info: &EngineInfo, state_dir
         format!("{} of memory limits, host has {}", human_bytes(limits), human_bytes(total)),
         Exit::PreflightMemory,
     );
-    push("hypervisor", true, hypervisor(Path::new("/sys/class/dmi/id")), Exit::Ok);
+    push("hypervisor", true, hypervisor(), Exit::Ok);
+    // Only when a bundle is being read: a rollback to a stored release is never refused for
+    // the clock, and has no medium.
+    if let Some(files) = bundle_files {
+        checks.push(clock_line(manifest, manifests::time::now()));
+        checks.push(medium_line(files));
+    }
     Report { checks }
 }
 
-/// VMware, Hyper-V, KVM/QEMU or bare metal, from DMI; shown in the report for support tickets.
+/// The hypervisor this host runs on, from DMI (`/sys/class/dmi/id`) and the CPU's hypervisor
+/// flag: shown in preflight, `status` and support reports, because VM sites differ in what they
+/// attach (ISO images, no USB on Hyper-V) and in time sync.
 #[must_use]
-pub fn hypervisor(dmi: &Path) -> String {
+pub fn hypervisor() -> String {
+    let dmi = std::env::var_os("INSTALLER_DMI_DIR").map_or_else(|| PathBuf::from("/sys/class/dmi/id"), PathBuf::from);
     let read = |f: &str| std::fs::read_to_string(dmi.join(f)).map(|s| s.trim().to_string()).unwrap_or_default();
-    let (vendor, product) = (read("sys_vendor"), read("product_name"));
-    let kind = if vendor.contains("VMware") {
-        "VMware"
-    } else if vendor.contains("Microsoft") && product.contains("Virtual") {
-        "Hyper-V"
-    } else if vendor.contains("QEMU") || product.contains("KVM") || vendor.contains("Red Hat") {
-        "KVM"
-    } else if vendor.is_empty() {
-        "unknown (no DMI)"
+    let cpu_flag = std::fs::read_to_string("/proc/cpuinfo")
+        .is_ok_and(|c| c.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor")));
+    classify_hypervisor(&read("sys_vendor"), &read("product_name"), cpu_flag)
+}
+
+/// Name the hypervisor from DMI's system vendor and product name (as VMware, Hyper-V, KVM,
+/// VirtualBox, Xen and the clouds fill them in) and the CPU's hypervisor flag.
+#[must_use]
+pub fn classify_hypervisor(vendor: &str, product: &str, cpu_flag: bool) -> String {
+    let known = [
+        ("VMware", "", "VMware"),
+        ("Microsoft Corporation", "Virtual Machine", "Hyper-V"),
+        ("QEMU", "", "KVM/QEMU"),
+        ("", "KVM", "KVM/QEMU"),
+        ("Red Hat", "", "KVM/QEMU"),
+        ("Nutanix", "", "Nutanix AHV"),
+        ("Proxmox", "", "KVM/QEMU (Proxmox)"),
+        ("innotek GmbH", "", "VirtualBox"),
+        ("Oracle Corporation", "VirtualBox", "VirtualBox"),
+        ("Xen", "", "Xen"),
+        ("Parallels", "", "Parallels"),
+        ("Amazon EC2", "", "Amazon EC2"),
+        ("Google", "Google Compute Engine", "Google Compute Engine"),
+    ];
+    let dmi = format!("{vendor} {product}").trim().to_string();
+    if let Some((_, _, name)) =
+        known.iter().find(|(v, p, _)| (!v.is_empty() || !p.is_empty()) && vendor.contains(v) && product.contains(p))
+    {
+        return format!("{name} ({dmi})");
+    }
+    match (dmi.is_empty(), cpu_flag) {
+        (true, true) => "a virtual machine (the CPU reports a hypervisor; no DMI data to name it)".into(),
+        (true, false) => "unknown (no DMI data)".into(),
+        (false, true) => format!("a virtual machine ({dmi})"),
+        (false, false) => format!("bare metal ({dmi})"),
+    }
+}
+
+/// How far the host's clock may be behind the build machine's before it is reported.
+const CLOCK_SLACK_SECS: u64 = 3600;
+
+/// The host clock against the bundle's build time. A VM restored from a snapshot or without
+/// time sync can be days behind: then the bundle's expiry cannot be enforced (refused when the
+/// bundle has one) and every time the installer records is off (a warning otherwise).
+#[must_use]
+pub fn clock_line(manifest: &Manifest, now: u64) -> Check {
+    let behind = manifest.created.saturating_sub(now);
+    let clock = manifests::time::rfc3339(now);
+    let built = manifests::time::rfc3339(manifest.created);
+    if behind <= CLOCK_SLACK_SECS {
+        return Check::new("clock", true, format!("{clock} (bundle built {built})"), Exit::Ok);
+    }
+    let how = format!(
+        "this host's clock says {clock}, {} before the bundle was built ({built}): the clock is behind (a VM \
+         restored from a snapshot, or no time sync); set it (VMware Tools or Hyper-V time sync, chrony, `date -s`)",
+        human_duration(behind)
+    );
+    match manifest.expires {
+        Some(expires) => Check::new(
+            "clock",
+            false,
+            format!(
+                "{how}, then run again: the bundle expires at {} and that cannot be checked against a wrong clock",
+                manifests::time::rfc3339(expires)
+            ),
+            Exit::PreflightFailed,
+        ),
+        None => Check::warning("clock", format!("{how}; the times in the history will be off")),
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        s if s >= 2 * 3600 => format!("{} hours", s / 3600),
+        s => format!("{} minutes", s / 60),
+    }
+}
+
+/// Where the bundle is read from: its files, and whether the medium is read-only (fine: the
+/// installer never writes next to a bundle).
+#[must_use]
+pub fn medium_line(files: &[manifests::media::PartFile]) -> Check {
+    let Some(first) = files.first() else { return Check::new("medium", true, "not read from a file".into(), Exit::Ok) };
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for f in files {
+        let d = f.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let d = std::fs::canonicalize(&d).unwrap_or(d);
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    let places: Vec<String> = dirs.iter().map(|d| format!("{}{}", d.display(), mount_note(d))).collect();
+    let what = if files.len() > 1 {
+        format!("{} parts ({}) from {}", files.len(), human_bytes(total), places.join(", "))
     } else {
-        "bare metal or another hypervisor"
+        format!("{} ({}) on {}", first.name, human_bytes(total), places.join(", "))
     };
-    if vendor.is_empty() { kind.to_string() } else { format!("{kind} ({vendor} {product})") }
+    Check::new("medium", true, what, Exit::Ok)
+}
+
+/// ` (iso9660, read-only)` for the filesystem holding `dir`, from /proc/self/mountinfo.
+fn mount_note(dir: &Path) -> String {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return String::new() };
+    // The longest mount point that contains `dir` is its filesystem.
+    let best = info
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let f: Vec<&str> = pre.split(' ').collect();
+            let mount = f.get(4)?.replace("\\040", " ");
+            let opts = f.get(5)?;
+            let fstype = post.split(' ').next()?;
+            dir.starts_with(&mount).then(|| (mount.len(), fstype.to_string(), opts.split(',').any(|o| o == "ro")))
+        })
+        .max_by_key(|(len, _, _)| *len);
+    match best {
+        Some((_, fs, true)) => format!(" ({fs}, read-only)"),
+        Some((_, fs, false)) => format!(" ({fs})"),
+        None => String::new(),
+    }
 }
 
 /// `1.41` >= `1.41`, compared numerically part by part.
@@ -320,6 +462,38 @@ fn version_at_least(have: &str, want: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hypervisors_are_named_from_dmi() {
+        use super::classify_hypervisor as c;
+        assert!(c("VMware, Inc.", "VMware Virtual Platform", true).starts_with("VMware ("));
+        assert!(c("VMware, Inc.", "VMware20,1", true).starts_with("VMware ("));
+        assert!(c("Microsoft Corporation", "Virtual Machine", true).starts_with("Hyper-V ("));
+        assert!(c("QEMU", "Standard PC (Q35 + ICH9, 2009)", true).starts_with("KVM/QEMU ("));
+        assert!(c("Red Hat", "KVM", true).starts_with("KVM/QEMU ("));
+        assert!(c("innotek GmbH", "VirtualBox", true).starts_with("VirtualBox ("));
+        assert!(c("Dell Inc.", "PowerEdge R640", false).starts_with("bare metal ("));
+        // A Surface laptop is Microsoft hardware, not Hyper-V.
+        assert!(c("Microsoft Corporation", "Surface Laptop 5", false).starts_with("bare metal ("));
+        assert!(c("", "", true).contains("virtual machine"));
+        assert_eq!(c("", "", false), "unknown (no DMI data)");
+    }
+
+    #[test]
+    fn a_clock_behind_the_build_is_reported_and_refused_with_an_expiry() {
+        let mut m = manifests::reader::empty_manifest();
+        m.created = 2_000_000_000;
+        let ok = super::clock_line(&m, m.created + 10);
+        assert!(ok.ok && !ok.warning, "{ok:?}");
+        let skew = super::clock_line(&m, m.created - 600);
+        assert!(skew.ok && !skew.warning, "ten minutes of skew is not worth a warning: {skew:?}");
+        let behind = super::clock_line(&m, m.created - 30 * 86_400);
+        assert!(behind.ok && behind.warning && behind.detail.contains("30 days"), "{behind:?}");
+        m.expires = Some(m.created + 86_400);
+        let refused = super::clock_line(&m, m.created - 30 * 86_400);
+        assert!(!refused.ok && refused.detail.contains("expires"), "{refused:?}");
+        assert_eq!(refused.exit, manifests::Exit::PreflightFailed);
+    }
+
     #[test]
     fn versions_compare_numerically() {
         assert!(super::version_at_least("1.41", "1.41"));

@@ -48,6 +48,8 @@ pub struct StatusReport {
     pub docker_version: String,
     /// Which engine (`graph-driver`, `containerd-store`, `podman`, `unknown`).
     pub engine: crate::engine::EngineKind,
+    /// The hypervisor this host runs on (VMware, Hyper-V, KVM, …, or bare metal), from DMI.
+    pub hypervisor: String,
     /// Services.
     pub services: Vec<ServiceStatus>,
     /// Data sources not at their first generation: key -> the volume or directory in use
@@ -129,6 +131,7 @@ pub async fn status<E: Engine>(state: &StateDir, engine: &E) -> Result<StatusRep
         last_apply_finished: journal.finished || journal.manifest_sha256.is_none(),
         docker_version: info.server_version,
         engine: info.kind,
+        hypervisor: crate::preflight::hypervisor(),
         services,
         healthy,
     })

@@ -238,7 +238,7 @@ async fn engine_files<E: Engine>(
                     true,
                 ) {
                     Ok(plan) => {
-                        let mut report = crate::preflight::check_host(m, &plan, &info, state.root());
+                        let mut report = crate::preflight::check_host(m, &plan, &info, state.root(), None);
                         report.checks.push(crate::preflight::ports_line(&plan, &host));
                         c.add("preflight.txt", report.render());
                     }

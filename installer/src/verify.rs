@@ -2,10 +2,9 @@
 //! trusted keys before one payload byte is read and gives back a [`SignedBundle`]; only a full
 //! pass over every entry ([`verify`], or the load pass of `apply`) makes a [`VerifiedBundle`].
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
+use manifests::media::MediaReader;
 use manifests::signature::Verified;
 use manifests::{BundleReader, Digest, Manifest, TrustedKeys};
 
@@ -13,10 +12,10 @@ use crate::error::InstallError;
 
 /// A bundle whose manifest signature checked out; its payload is not yet read.
 pub struct SignedBundle {
-    /// The bundle file.
+    /// The bundle file (part 000 of a split bundle).
     pub path: PathBuf,
-    /// The reader, positioned after the signature.
-    pub reader: BundleReader<BufReader<File>>,
+    /// The reader, positioned after the signature; for a split bundle every part was found.
+    pub reader: BundleReader<MediaReader>,
     /// Who signed.
     pub signer: Verified,
     /// sha256 of `bundle.json`: identifies this exact release build.
@@ -42,15 +41,15 @@ impl SignedBundle {
     }
 }
 
-/// Open a bundle and check its signature.
+/// Open a bundle (its file, or part 000 of a split bundle with the others beside it or in one of
+/// `media`) and check its signature; every part is found with its size before this returns.
 ///
 /// # Errors
-/// Unreadable file, structural problems in the first entries, bad or untrusted signature.
-pub fn open(path: &Path, keys: &TrustedKeys) -> Result<SignedBundle, InstallError> {
+/// Unreadable file, structural problems in the first entries, bad or untrusted signature,
+/// missing parts.
+pub fn open(path: &Path, media: &[PathBuf], keys: &TrustedKeys) -> Result<SignedBundle, InstallError> {
     let bundle_err = |source| InstallError::Bundle { path: path.to_path_buf(), source };
-    let file = File::open(path).map_err(|source| bundle_err(manifests::BundleError::Read { offset: 0, source }))?;
-    let len = file.metadata().map_err(|source| bundle_err(manifests::BundleError::Read { offset: 0, source }))?.len();
-    let reader = BundleReader::open(BufReader::with_capacity(1 << 20, file), Some(len), keys).map_err(bundle_err)?;
+    let reader = manifests::media::open(path, media, keys).map_err(bundle_err)?;
     let signer = reader.signer().cloned().ok_or_else(|| {
         bundle_err(manifests::BundleError::NotATar { reason: "no signer recorded (this is a bug)".into() })
     })?;

@@ -33,6 +33,9 @@ pub enum Exit {
     SignatureRejected = 21,
     /// The bundle is valid but refused by policy (other product, older release, expired).
     PolicyRejected = 22,
+    /// A split bundle is incomplete: a part is missing or of the wrong size (or a later part was
+    /// given instead of part 000); nothing was read past the signature.
+    BundleIncomplete = 23,
     /// A preflight check failed; nothing was changed.
     PreflightFailed = 30,
     /// The Docker Engine could not be reached (or went away during the apply).
@@ -90,6 +93,7 @@ impl Exit {
         Exit::BundleInvalid,
         Exit::SignatureRejected,
         Exit::PolicyRejected,
+        Exit::BundleIncomplete,
         Exit::PreflightFailed,
         Exit::DockerUnreachable,
         Exit::LoadFailed,
@@ -134,6 +138,7 @@ impl Exit {
             Exit::BundleInvalid => "bundle-invalid",
             Exit::SignatureRejected => "signature-rejected",
             Exit::PolicyRejected => "policy-rejected",
+            Exit::BundleIncomplete => "bundle-incomplete",
             Exit::PreflightFailed => "preflight-failed",
             Exit::DockerUnreachable => "docker-unreachable",
             Exit::LoadFailed => "load-failed",

@@ -23,6 +23,7 @@ pub mod exit;
 pub mod fsutil;
 pub mod layout;
 pub mod manifest;
+pub mod media;
 pub mod order;
 pub mod reader;
 pub mod signature;
@@ -32,8 +33,8 @@ pub use digest::Digest;
 pub use exit::{Diagnose, Exit};
 pub use manifest::{
     Blob, Condition, Entry, HealthSettings, HealthcheckDef, Image, KeyRotation, Layer, LimitsDef, LoggingDef, Manifest,
-    Mount, MountKind, NetworkDef, PortMapping, Requirements, RuntimeDef, SCHEMA_VERSION, ServiceDef, Ulimit,
-    VariableDef, VolumeDef,
+    Mount, MountKind, NetworkDef, Part, Parts, PortMapping, Requirements, RuntimeDef, SCHEMA_VERSION, ServiceDef,
+    Ulimit, VariableDef, VolumeDef,
 };
 pub use reader::{BundleError, BundleReader};
 pub use signature::{KeyId, PublicKey, SecretKey, TrustedKeys};

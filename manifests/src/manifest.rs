@@ -74,6 +74,30 @@ pub struct Manifest {
     /// host that trusts the current key and verifies this bundle trusts the new one too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_rotation: Option<KeyRotation>,
+    /// The parts of a bundle split for removable media (`bundler build --part-size`): part 000
+    /// holds `bundle.json` and its signature, the listed parts hold the rest of the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Parts>,
+}
+
+/// The signed part table of a split bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parts {
+    /// The largest size of one part, in bytes.
+    pub part_size: u64,
+    /// Parts 001, 002, …: the archive after the signature, cut into byte ranges, in order.
+    pub parts: Vec<Part>,
+}
+
+/// One part file of a split bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    /// File name as written (`OUT.001`).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// sha256 of the file.
+    pub sha256: Digest,
 }
 
 /// A key-rotation record: the new public key, in minisign's format.

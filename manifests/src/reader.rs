@@ -168,6 +168,38 @@ pub enum BundleError {
         /// Where.
         offset: u64,
     },
+    /// Parts of a split bundle are missing or of another size.
+    #[error("{} of the {total} parts of this bundle {} missing or incomplete: {}", missing.len(), if missing.len() == 1 { "is" } else { "are" }, describe_missing(missing))]
+    PartsMissing {
+        /// What is missing.
+        missing: Vec<crate::media::MissingPart>,
+        /// Where they were looked for.
+        searched: Vec<std::path::PathBuf>,
+        /// How many parts the bundle has (besides part 000).
+        total: usize,
+    },
+    /// A part's content differs from the signed part table.
+    #[error("part {part} is damaged ({}): its sha256 is {actual}, the signed part table says {expected} (found while checking: {found})", path.display())]
+    PartDamaged {
+        /// Part name.
+        part: String,
+        /// Where it was read.
+        path: std::path::PathBuf,
+        /// Listed digest.
+        expected: Digest,
+        /// Digest of the file.
+        actual: Digest,
+        /// The error that led to it.
+        found: Box<BundleError>,
+    },
+    /// A later part was given instead of part 000.
+    #[error("{given} is a later part of a split bundle; give its first part, {first}")]
+    NotFirstPart {
+        /// The file given.
+        given: String,
+        /// The file to give.
+        first: String,
+    },
     /// The caller's sink failed (e.g. Docker went away); the bundle itself may be fine.
     #[error("writing entry `{path}` failed: {source}")]
     Sink {
@@ -182,6 +214,7 @@ impl Diagnose for BundleError {
     fn exit(&self) -> Exit {
         match self {
             BundleError::Signature(_) | BundleError::Unsigned { .. } => Exit::SignatureRejected,
+            BundleError::PartsMissing { .. } | BundleError::NotFirstPart { .. } => Exit::BundleIncomplete,
             BundleError::Read { source, .. } | BundleError::Sink { source, .. } => crate::exit::io_exit(source),
             _ => Exit::BundleInvalid,
         }
@@ -209,12 +242,42 @@ impl Diagnose for BundleError {
                     .into()
             }
             BundleError::Sink { .. } => return None,
+            BundleError::PartsMissing { missing, searched, .. } => {
+                let dirs: Vec<String> = searched.iter().map(|d| d.display().to_string()).collect();
+                let on: Vec<String> = missing
+                    .iter()
+                    .filter_map(|m| m.volume.as_ref().map(|v| format!("{} is on {v}", m.name)))
+                    .collect();
+                format!(
+                    "{}every part must be readable before anything is installed; looked in {}. Copy the missing parts \
+                     next to the first part, or mount the medium that holds them and add `--media DIR` for it \
+                     (repeatable); a part of the wrong size is a copy cut short: copy it again",
+                    if on.is_empty() { String::new() } else { format!("{}. ", on.join("; ")) },
+                    dirs.join(", ")
+                )
+            }
+            BundleError::PartDamaged { part, .. } => format!(
+                "copy {part} again from the vendor's medium (or ask for a fresh copy of that part only); \
+                 the other parts do not need to be copied again"
+            ),
+            BundleError::NotFirstPart { first, .. } => format!("run the command on {first}; the other parts are found beside it"),
             BundleError::Empty | BundleError::NotATar { .. } => "check the path: this is not a bundle file".into(),
             _ => "the file was damaged or changed in transit (USB copy, download): copy it again from the original \
                   and compare its sha256 with the vendor's"
                 .into(),
         })
     }
+}
+
+fn describe_missing(missing: &[crate::media::MissingPart]) -> String {
+    missing
+        .iter()
+        .map(|m| match &m.found {
+            Some((path, size)) => format!("{} is {size} bytes at {}, expected {}", m.name, path.display(), m.size),
+            None => format!("{} ({} bytes) not found", m.name, m.size),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 struct Current {
@@ -235,6 +298,10 @@ pub struct BundleReader<R> {
     signer: Option<Verified>,
     next: usize,
     current: Option<Current>,
+    /// The parts after part 000 of a split bundle, to name a damaged one.
+    parts: Vec<crate::media::PartFile>,
+    /// Where the current entry's header started (the range a content error lies in).
+    mark: u64,
 }
 
 struct Header {
@@ -286,6 +353,21 @@ impl<R: Read> BundleReader<R> {
         self.offset
     }
 
+    /// The underlying reader.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+
+    pub(crate) fn inner_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// The parts of a split bundle were found: the file now ends at `total`.
+    pub(crate) fn set_parts(&mut self, parts: Vec<crate::media::PartFile>, total: u64) {
+        self.parts = parts;
+        self.file_len = Some(total);
+    }
+
     /// Move to the next entry, first reading (and verifying) whatever is left of the current one.
     /// Returns `None` after the last entry the manifest lists, once the end of the archive and
     /// everything after it were checked.
@@ -293,9 +375,15 @@ impl<R: Read> BundleReader<R> {
     /// # Errors
     /// Any mismatch with the manifest.
     pub fn next_entry(&mut self) -> Result<Option<Entry>, BundleError> {
+        let result = self.next_entry_inner();
+        result.map_err(|e| self.blame(e))
+    }
+
+    fn next_entry_inner(&mut self) -> Result<Option<Entry>, BundleError> {
         if self.current.is_some() {
             self.copy_entry_to(&mut io::sink())?;
         }
+        self.mark = self.offset;
         let header = self.read_header("a tar header")?;
         let Some(header) = header else {
             if let Some(missing) = self.manifest.entries.get(self.next) {
@@ -329,6 +417,20 @@ impl<R: Read> BundleReader<R> {
     /// # Errors
     /// Truncation or digest mismatch.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, BundleError> {
+        let result = self.read_inner(buf);
+        result.map_err(|e| self.blame(e))
+    }
+
+    /// A content error in a split bundle: name the damaged part (see [`crate::media::blame`]).
+    fn blame(&self, err: BundleError) -> BundleError {
+        match err {
+            BundleError::PartDamaged { .. } | BundleError::Read { .. } | BundleError::Sink { .. } => err,
+            _ if self.parts.is_empty() => err,
+            _ => crate::media::blame(&self.parts, self.mark, self.offset, err),
+        }
+    }
+
+    fn read_inner(&mut self, buf: &mut [u8]) -> Result<usize, BundleError> {
         let Some(cur) = self.current.as_mut() else { return Ok(0) };
         if cur.left == 0 {
             self.end_entry()?;
@@ -530,6 +632,8 @@ impl<R: Read> BundleReader<R> {
             signer: None,
             next: 0,
             current: None,
+            parts: Vec::new(),
+            mark: 0,
         };
         reader.manifest_bytes = reader.read_small(MANIFEST, 0, MAX_MANIFEST_SIZE)?;
         let signature = reader.read_small(SIGNATURE, 1, MAX_SIGNATURE_SIZE)?;
@@ -554,18 +658,6 @@ pub fn read_unverified_manifest<R: Read>(inner: R, file_len: Option<u64>) -> Res
     let mut u = BundleReader::open_unverified(inner, file_len)?;
     let manifest = Manifest::from_bytes(&u.reader.manifest_bytes)?;
     Ok((manifest, u.signature_text.take().unwrap_or_default()))
-}
-
-/// Verify a whole bundle file: signature, then every entry.
-///
-/// # Errors
-/// The first problem found.
-pub fn verify_file(path: &std::path::Path, keys: &TrustedKeys) -> Result<(Manifest, Verified), BundleError> {
-    let file = std::fs::File::open(path).map_err(|source| BundleError::Read { offset: 0, source })?;
-    let len = file.metadata().map_err(|source| BundleError::Read { offset: 0, source })?.len();
-    let reader = BundleReader::open(io::BufReader::with_capacity(1 << 20, file), Some(len), keys)?;
-    let signer = reader.signer().cloned().expect("open() sets the signer");
-    Ok((reader.finish()?, signer))
 }
 
 fn padding(size: u64) -> u64 {
@@ -598,7 +690,7 @@ fn check_manifest_entries(manifest: &Manifest) -> Result<(), BundleError> {
 }
 
 /// A manifest with every field empty (a placeholder until the real one is read; format tests).
-pub(crate) fn empty_manifest() -> Manifest {
+pub fn empty_manifest() -> Manifest {
     Manifest {
         schema_version: crate::SCHEMA_VERSION,
         product: String::new(),
@@ -621,5 +713,6 @@ pub(crate) fn empty_manifest() -> Manifest {
         health: crate::HealthSettings { timeout_ms: 0 },
         requires: crate::Requirements { image_bytes: 0, docker_api_version: String::new() },
         key_rotation: None,
+        parts: None,
     }
 }

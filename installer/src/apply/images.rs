@@ -9,7 +9,7 @@ pub(super) async fn load_images<E: Engine>(
     ctx: &Ctx<'_, E>,
     signed: SignedBundle,
     the_plan: &Plan,
-    path: &std::path::Path,
+    opts: &ApplyOptions,
     keys: &manifests::TrustedKeys,
 ) -> Result<(VerifiedBundle, u64, bool), InstallError> {
     let load = &the_plan.load;
@@ -32,7 +32,7 @@ pub(super) async fn load_images<E: Engine>(
             let kind = ctx.engine.info().await?.kind;
             let holdings = kind.strategy().holdings(&ctx.engine.images().await?, &[]);
             let full = crate::load::plan_load(ctx.manifest, kind.strategy(), &holdings, false);
-            let signed = verify::open(path, keys)?;
+            let signed = verify::open(&opts.bundle, &opts.media, keys)?;
             let (v, _) = run_pass(ctx, signed, &full).await?;
             tag_present(ctx, &the_plan.load).await?;
             Ok((v, full.bytes_to_send, true))

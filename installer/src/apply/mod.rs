@@ -45,6 +45,8 @@ pub use rollback::{RollbackOptions, rollback_on_demand};
 pub struct ApplyOptions {
     /// The bundle file.
     pub bundle: PathBuf,
+    /// Directories holding parts of a split bundle besides part 000's own (other media).
+    pub media: Vec<PathBuf>,
     /// Extra trusted keys (remembered once a bundle they signed is applied).
     pub keys: Vec<PathBuf>,
     /// State directory.
@@ -252,7 +254,7 @@ pub async fn apply<E: Engine>(
     let _lock = state.lock()?;
     restore::restart_after_killed_backup(engine, reporter, &state).await?;
     let keys = trust::trusted_keys(&state.keys_dir(), &opts.keys)?;
-    let signed = verify::open(&opts.bundle, &keys)?;
+    let signed = verify::open(&opts.bundle, &opts.media, &keys)?;
     // From here the manifest is trusted, so every outcome goes into the history.
     let manifest = signed.manifest().clone();
     let key_id = signed.signer.key_id.to_string();
@@ -359,7 +361,7 @@ async fn apply_signed<E: Engine>(
     let (the_plan, new_snapshot) =
         plan_with_snapshot(engine, &manifest, &host, &values, state, earlier_snapshot.as_ref(), opts.no_snapshot)
             .await?;
-    run_preflight(reporter, &manifest, &the_plan, &info, state, &host)?;
+    run_preflight(reporter, &manifest, &the_plan, &info, state, &host, Some(signed.reader.inner().files()))?;
     check_external(engine, &the_plan).await?;
 
     // Nothing on the host has changed so far. From here on, every step is journaled.
@@ -375,7 +377,7 @@ async fn apply_signed<E: Engine>(
 
     ctx.record("load-images", StepStatus::Started)?;
     let signer = signed.signer.clone();
-    let (verified, bytes_sent, fallback) = load_images(&ctx, signed, &the_plan, &opts.bundle, keys).await?;
+    let (verified, bytes_sent, fallback) = load_images(&ctx, signed, &the_plan, opts, keys).await?;
     ctx.record("load-images", StepStatus::Done)?;
     reporter.event(&Event::LoadDone { bytes_sent, bytes_skipped: the_plan.load.bytes_skipped, fallback });
     for k in &opts.keys {
@@ -442,8 +444,9 @@ fn run_preflight(
     info: &crate::engine::EngineInfo,
     state: &StateDir,
     host: &HostState,
+    bundle_files: Option<&[manifests::media::PartFile]>,
 ) -> Result<(), InstallError> {
-    let report = preflight::check_host(manifest, the_plan, info, state.root());
+    let report = preflight::check_host(manifest, the_plan, info, state.root(), bundle_files);
     reporter.event(&Event::Preflight { checks: report.checks.clone() });
     report.result()?;
     preflight::check_ports(the_plan, host)
@@ -463,7 +466,7 @@ pub fn previous_name(container: &str) -> String {
 pub async fn plan_only<E: Engine>(opts: &ApplyOptions, engine: &E) -> Result<PlanReport, InstallError> {
     let state = StateDir::new(opts.state_dir.clone());
     let keys = trust::trusted_keys(&state.keys_dir(), &opts.keys)?;
-    let signed = verify::open(&opts.bundle, &keys)?;
+    let signed = verify::open(&opts.bundle, &opts.media, &keys)?;
     let manifest = signed.manifest().clone();
     check_policy(&manifest, state.installed()?.as_ref(), opts.allow_downgrade)?;
     let info = engine.info().await?;
@@ -471,7 +474,8 @@ pub async fn plan_only<E: Engine>(opts: &ApplyOptions, engine: &E) -> Result<Pla
     check_ownership(&manifest, &state, &host, opts.adopt)?;
     let values = values::resolve(&manifest, opts.values_file.as_deref(), &state.values()?, &|k| std::env::var(k).ok())?;
     let (plan, _) = plan_with_snapshot(engine, &manifest, &host, &values, &state, None, opts.no_snapshot).await?;
-    let mut preflight = preflight::check_host(&manifest, &plan, &info, state.root());
+    let mut preflight =
+        preflight::check_host(&manifest, &plan, &info, state.root(), Some(signed.reader.inner().files()));
     preflight.checks.push(preflight::ports_line(&plan, &host));
     Ok(PlanReport { plan, preflight })
 }

@@ -172,7 +172,7 @@ pub async fn rollback_on_demand<E: Engine>(
                 missing.reference, manifest.release
             )));
         }
-        run_preflight(reporter, &manifest, &the_plan, &info, &state, &host)?;
+        run_preflight(reporter, &manifest, &the_plan, &info, &state, &host, None)?;
         let manifest_sha256 = Digest::of(&bytes);
         let journal = Journal::new(manifest_sha256, manifest.release);
         state.save_journal(&journal)?;
