@@ -434,6 +434,17 @@ fn write_parts(
 ) -> Result<Vec<WrittenFile>, BundlerError> {
     let out_err = |source| BundlerError::Output { path: opts.output.clone(), source };
     let base = opts.output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
+    // The payload's length is known before a byte is written: refuse a part size that would
+    // need more parts than three digits number.
+    let payload: u64 = entries.iter().map(|(e, _)| 512 + e.size.div_ceil(512) * 512).sum::<u64>() + 1024;
+    if payload.div_ceil(part_size) > manifests::media::MAX_PARTS as u64 {
+        return Err(BundlerError::Usage(format!(
+            "--part-size {part_size} would cut this {payload}-byte bundle into {} parts, more than {}; \
+             use a larger part size (4095M fits FAT32)",
+            payload.div_ceil(part_size),
+            manifests::media::MAX_PARTS
+        )));
+    }
     let writer = crate::parts::PartWriter::new(output_dir, &base, part_size);
     let writer = archive::write_archive(writer, manifest.created, entries, &|n| reporter.advance(Phase::Write, n))
         .map_err(drop_changed)?;

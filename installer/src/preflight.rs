@@ -88,6 +88,16 @@ impl Check {
         Self { check, ok, warning: false, detail, exit }
     }
 
+    /// `ok`, `WARN` or `FAIL`.
+    #[must_use]
+    pub fn mark(&self) -> &'static str {
+        match (self.ok, self.warning) {
+            (false, _) => "FAIL",
+            (true, true) => "WARN",
+            (true, false) => "ok",
+        }
+    }
+
     /// A line that passes but asks the operator to act.
     #[must_use]
     pub fn warning(check: &'static str, detail: String) -> Self {
@@ -110,17 +120,7 @@ impl Report {
     /// `ok   disk  Docker data root ...` lines.
     #[must_use]
     pub fn render(&self) -> String {
-        self.checks
-            .iter()
-            .map(|c| {
-                let mark = match (c.ok, c.warning) {
-                    (false, _) => "FAIL",
-                    (true, true) => "WARN",
-                    (true, false) => "ok",
-                };
-                format!("  {mark:<4} {:<14} {}\n", c.check, c.detail)
-            })
-            .collect()
+        self.checks.iter().map(|c| format!("  {:<4} {:<14} {}\n", c.mark(), c.check, c.detail)).collect()
     }
 }
 

@@ -87,12 +87,7 @@ impl Reporter for Terminal {
             Event::KeyTrusted { fingerprint } => self.line(&format!("now trusting key {fingerprint} on this host")),
             Event::Preflight { checks } => {
                 for c in checks {
-                    self.line(&format!(
-                        "preflight {:<4} {:<14} {}",
-                        if c.ok { "ok" } else { "FAIL" },
-                        c.check,
-                        c.detail
-                    ));
+                    self.line(&format!("preflight {:<4} {:<14} {}", c.mark(), c.check, c.detail));
                 }
             }
             Event::Resuming { steps_done } => {

@@ -30,13 +30,18 @@ impl Site {
 
     /// Build the test stack as release `release`, with extra compose replacements.
     pub(crate) fn bundle(&self, release: u64, replacements: &[(&str, &str)]) -> PathBuf {
+        self.bundle_with(release, replacements, &[])
+    }
+
+    /// As [`Site::bundle`], with extra `bundler build` arguments (e.g. `--part-size`).
+    pub(crate) fn bundle_with(&self, release: u64, replacements: &[(&str, &str)], extra: &[&str]) -> PathBuf {
         let name = format!("name: {}", self.project);
         let port = format!("127.0.0.1:{}:8080", self.port);
         let mut all = vec![("name: teststack", name.as_str()), ("127.0.0.1:18080:8080", port.as_str())];
         all.extend_from_slice(replacements);
         let compose = self.ws.stack(&format!("r{release}-{}", replacements.len()), &all);
         let out = self.ws.path(&format!("bundle-r{release}-{}.tar", replacements.len()));
-        let r = self.ws.build(&compose, release, &out, &[]);
+        let r = self.ws.build(&compose, release, &out, extra);
         assert_eq!(r.code, 0, "build: {r:?}");
         out
     }

@@ -404,6 +404,7 @@ fn build_bundle(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         valid_days: None,
         jobs: 2,
         rotate_to: None,
+        part_size: None,
     };
     let source = FakeSource::new(&["fake.local/db:1", "fake.local/app:1"]);
     runtime().block_on(bundler::build::build(&opts, &source, &bundler::report::Silent)).unwrap();
@@ -417,6 +418,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn options(dir: &Path, bundle: &Path, public: &Path) -> installer::apply::ApplyOptions {
     installer::apply::ApplyOptions {
         bundle: bundle.to_path_buf(),
+        media: Vec::new(),
         keys: vec![public.to_path_buf()],
         state_dir: dir.join("state"),
         values_file: None,
