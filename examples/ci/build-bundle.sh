@@ -12,7 +12,10 @@
 #   BUNDLER             the bundler binary                    (default: bundler on PATH)
 #   PUBLIC_KEY          the public key to verify with          (default: vendor.pub)
 #   BUNDLER_ARGS        more `bundler build` options, e.g. `--insecure-registry 127.0.0.1:5000`
-#                       or `--part-size 4095M` once bundles come in parts
+#   PART_SIZE           split the bundle into parts for USB sticks: 4095M fits FAT32 (optional)
+#   ISO_DIR             also write ISO images there, for VMware / Hyper-V sites (optional; needs
+#                       xorriso); volume 1 gets vendor.pub and, when INSTALLER_BIN is set, the
+#                       static installer binary
 # Registry credentials: the Docker config file (`docker login` earlier in the job).
 set -euo pipefail
 
@@ -27,10 +30,21 @@ mkdir -p "$(dirname "$OUT")"
 
 # Every problem of the compose file at once, before any image is pulled.
 "$BUNDLER" check -f "$COMPOSE"
+PARTS=()
+FIRST="$OUT"
+if [ -n "${PART_SIZE:-}" ]; then
+  PARTS=(--part-size "$PART_SIZE")
+  FIRST="$OUT.000"
+fi
 # shellcheck disable=SC2086 # BUNDLER_ARGS is a list of options
 "$BUNDLER" build -f "$COMPOSE" --key env:BUNDLER_SECRET_KEY \
-  --version "$VERSION" --release "$RELEASE" -o "$OUT" $BUNDLER_ARGS
-"$BUNDLER" verify "$OUT" --key "$PUBLIC_KEY"
-"$BUNDLER" inspect "$OUT" --key "$PUBLIC_KEY"
-sha256sum "$OUT" > "$OUT.sha256"
-echo "bundle: $OUT ($(stat -c %s "$OUT") bytes), sha256 in $OUT.sha256"
+  --version "$VERSION" --release "$RELEASE" -o "$OUT" "${PARTS[@]}" $BUNDLER_ARGS
+"$BUNDLER" verify "$FIRST" --key "$PUBLIC_KEY"
+"$BUNDLER" inspect "$FIRST" --key "$PUBLIC_KEY"
+# For people who check by hand (`sha256sum -c`); the installer checks the signed sums itself.
+(cd "$(dirname "$OUT")" && sha256sum "$(basename "$OUT")"${PART_SIZE:+.0*}) > "$OUT.sha256"
+echo "bundle: $FIRST$([ -n "${PART_SIZE:-}" ] && echo " and its other parts"), sha256 in $OUT.sha256"
+if [ -n "${ISO_DIR:-}" ]; then
+  "$BUNDLER" iso "$FIRST" --output-dir "$ISO_DIR" --public-key "$PUBLIC_KEY" \
+    ${INSTALLER_BIN:+--installer "$INSTALLER_BIN"}
+fi

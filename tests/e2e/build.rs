@@ -423,7 +423,7 @@ fn the_ci_example_builds_a_signed_bundle_with_the_key_from_the_environment() {
     std::fs::create_dir_all(&job).unwrap();
     let key_text = std::fs::read_to_string(&ws.secret).unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ci/build-bundle.sh");
-    let ci = |key: Option<&str>| {
+    let ci = |key: Option<&str>, extra: &[(&str, &std::ffi::OsStr)]| {
         let mut c = Command::new("bash");
         c.arg(&script)
             .current_dir(&job)
@@ -442,17 +442,36 @@ fn the_ci_example_builds_a_signed_bundle_with_the_key_from_the_environment() {
         if let Some(k) = key {
             c.env("BUNDLER_SECRET_KEY", k);
         }
+        c.envs(extra.iter().copied());
         run(&mut c)
     };
-    let r = ci(None);
+    let r = ci(None, &[]);
     assert_ne!(r.code, 0, "{r:?}");
     assert!(r.stderr.contains("BUNDLER_SECRET_KEY"), "{r:?}");
-    let r = ci(Some(&key_text));
+    let r = ci(Some(&key_text), &[]);
     assert_eq!(r.code, 0, "{r:?}");
     let bundle = job.join("dist/product-2.0.0.bundle");
     let m = manifest_of(&bundle);
     assert_eq!((m.version.as_str(), m.release), ("2.0.0", 7));
     assert!(job.join("dist/product-2.0.0.bundle.sha256").exists());
+    // For media: parts and ISO images, with the sums a person can check by hand.
+    std::fs::remove_file(&bundle).unwrap();
+    let installer = e2e::bin("installer");
+    let media: [(&str, &std::ffi::OsStr); 4] = [
+        ("PART_SIZE", "256K".as_ref()),
+        ("ISO_DIR", job.join("dist/iso").into_os_string().leak()),
+        ("INSTALLER_BIN", installer.as_os_str()),
+        ("OUT", job.join("dist/product-2.0.0.bundle").into_os_string().leak()),
+    ];
+    let r = ci(Some(&key_text), &media);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!bundle.exists() && job.join("dist/product-2.0.0.bundle.003").exists(), "{r:?}");
+    let sums =
+        run(Command::new("sha256sum").arg("-c").arg("product-2.0.0.bundle.sha256").current_dir(job.join("dist")));
+    assert_eq!(sums.code, 0, "{sums:?}");
+    assert!(sums.stdout.contains("product-2.0.0.bundle.000: OK") && sums.stdout.contains(".003: OK"), "{sums:?}");
+    let isos: Vec<_> = std::fs::read_dir(job.join("dist/iso")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(isos, ["teststack-2.0.0.iso"], "one volume holds it all");
     // Nothing under the job's directory holds the key.
     let secret_line = key_text.lines().nth(1).unwrap().to_string();
     let mut todo = vec![job.clone()];
