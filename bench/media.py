@@ -120,8 +120,9 @@ def main():
         sh(["mount", "-o", "remount,ro,bind", mount])
         values = work / "site.env"
         values.write_text("DB_PASSWORD=bench-password\n")
-        images = sorted({l.split()[1] for l in sh([bundler, "inspect", one]).stdout.splitlines()
-                         if l.startswith("  ") and "layers" in l})
+        images = sorted({l.split()[0] for l in sh([bundler, "inspect", one]).stdout.splitlines()
+                         if l.startswith("  ") and " layers " in l})
+        assert images, "no images found in `bundler inspect`"
 
         def clean():
             ids = sh(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}"],
@@ -134,6 +135,9 @@ def main():
                 sh(["docker", "volume", "rm", "-f", *vols], env=env)
             sh(["docker", "rmi", *images], env=env, check=False)
             sh(["docker", "image", "prune", "-f"], env=env, check=False)
+            left = [i for i in images if sh(["docker", "images", "-q", i], env=env).stdout.strip()]
+            if left:
+                sys.exit(f"bench: could not remove {left}: every round must load every image")
 
         def apply(bundle, state):
             return [installer, "apply", bundle, "--key", work / "k.pub", "--values", values, "--state-dir", state]
