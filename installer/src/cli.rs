@@ -31,6 +31,9 @@ pub enum Command {
     Plan(ApplyArgs),
     /// Install or upgrade: verify, load images, run migrations once, start services gated on health.
     Apply(ApplyArgs),
+    /// Copy the bundle's images into a site registry byte for byte (digests unchanged), for
+    /// Swarm or Kubernetes nodes to pull.
+    Push(PushArgs),
     /// Go back to the release installed before the current one (its images and files are still here).
     Rollback {
         /// Trust this public key (in addition to <state-dir>/keys). Repeatable.
@@ -110,6 +113,27 @@ pub struct BundleArgs {
     /// Trust this public key (in addition to <state-dir>/keys). Repeatable.
     #[arg(long, value_hint = ValueHint::FilePath)]
     pub key: Vec<PathBuf>,
+}
+
+/// `push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The bundle and keys.
+    #[command(flatten)]
+    pub bundle: BundleArgs,
+    /// The registry: HOST[:PORT][/PREFIX]. Each image goes to PREFIX/<its path without the
+    /// source registry>:<tag>.
+    #[arg(long, value_parser = installer::registry::Destination::parse)]
+    pub registry: installer::registry::Destination,
+    /// Speak plain HTTP (a registry without TLS).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Trust this CA certificate file (PEM) for the registry's TLS, besides the host's.
+    #[arg(long, value_hint = ValueHint::FilePath)]
+    pub ca: Option<PathBuf>,
+    /// Blobs sent at once.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
 }
 
 /// `apply` and `plan`.

@@ -17,6 +17,13 @@ pub enum InstallError {
         /// What is wrong.
         source: BundleError,
     },
+    /// The site registry failed (`installer push`).
+    #[error(transparent)]
+    Registry {
+        /// What happened.
+        #[from]
+        source: crate::registry::RegistryError,
+    },
     /// No trusted key is configured.
     #[error("no trusted public key: none given with --key and none in {keys_dir}")]
     NoTrustedKey {
@@ -204,6 +211,15 @@ impl Diagnose for InstallError {
     fn exit(&self) -> Exit {
         match self {
             InstallError::Bundle { source, .. } => source.exit(),
+            InstallError::Registry { source } => match source {
+                crate::registry::RegistryError::Unreachable { .. } => Exit::RegistryUnreachable,
+                crate::registry::RegistryError::Auth { .. } => Exit::RegistryAuth,
+                crate::registry::RegistryError::DigestMismatch { .. } => Exit::RegistryDigestMismatch,
+                crate::registry::RegistryError::Bundle { source, .. } => manifests::exit::io_exit(source),
+                crate::registry::RegistryError::Refused { .. } | crate::registry::RegistryError::Config(_) => {
+                    Exit::Failure
+                }
+            },
             InstallError::NoTrustedKey { .. } | InstallError::Key { .. } => Exit::SignatureRejected,
             InstallError::Policy(_) | InstallError::NotOurs { .. } => Exit::PolicyRejected,
             InstallError::MissingValues { .. }
@@ -234,6 +250,27 @@ impl Diagnose for InstallError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             InstallError::Bundle { source, .. } => return source.hint(),
+            InstallError::Registry { source } => match source {
+                crate::registry::RegistryError::Unreachable { registry, message } if message.contains("certificate") => format!(
+                    "the registry's TLS certificate is not trusted here: pass its CA with --ca FILE (PEM), or --plain-http if {registry} serves plain HTTP"
+                ),
+                crate::registry::RegistryError::Unreachable { registry, .. } => format!(
+                    "check that {registry} is up and reachable from this host (firewall, port); for a registry without TLS add --plain-http"
+                ),
+                crate::registry::RegistryError::Auth { registry, .. } => format!(
+                    "log in first (`docker login {registry}` writes the credentials the installer reads from $DOCKER_CONFIG/config.json or ~/.docker/config.json; credential helpers are not read), and check that the account may push"
+                ),
+                crate::registry::RegistryError::DigestMismatch { .. } => {
+                    "the registry stores the image differently than it was sent (a proxy or a registry that converts manifests); push to a registry that keeps manifests as sent (Docker Distribution, Harbor)".into()
+                }
+                crate::registry::RegistryError::Refused { .. } => {
+                    "the registry's message says why; a re-run sends only what is still missing".into()
+                }
+                crate::registry::RegistryError::Bundle { .. } => {
+                    "the bundle could not be read again after it was verified: is the medium still mounted? Nothing was tagged".into()
+                }
+                crate::registry::RegistryError::Config(_) => return None,
+            },
             InstallError::NoTrustedKey { keys_dir } => format!(
                 "pass the vendor's public key with --key FILE (it is then kept in {}); compare its fingerprint with the vendor's",
                 keys_dir.display()

@@ -7,6 +7,8 @@
 //! - [`engine`]: the [`engine::Engine`] seam; [`engine::docker`] is the only module importing
 //!   bollard; one file per engine strategy ([`engine::graph`], [`engine::containerd`],
 //!   [`engine::podman`]) decides what to send and how images are named
+//! - [`push`]: the bundle's images into a site registry byte for byte, through the
+//!   [`registry::Registry`] seam ([`registry::http`] is the only module speaking HTTP)
 //! - [`status`], [`prune`], [`preflight`], [`values`], [`trust`], [`report`]
 
 pub mod apply;
@@ -17,6 +19,8 @@ pub mod load;
 pub mod plan;
 pub mod preflight;
 pub mod prune;
+pub mod push;
+pub mod registry;
 pub mod report;
 pub mod state;
 pub mod status;

@@ -111,6 +111,42 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Push(a) => {
+            let registry = installer::registry::http::HttpRegistry::new(
+                &a.registry.host,
+                &installer::registry::http::Options { plain_http: a.plain_http, ca: a.ca.clone(), docker_config: None },
+            )?;
+            let reporter = Terminal::new(cli.json);
+            let opts = installer::push::PushOptions {
+                bundle: a.bundle.bundle.clone(),
+                media: a.bundle.media.clone(),
+                keys: a.bundle.key.clone(),
+                state_dir: cli.state_dir.clone(),
+                destination: a.registry.clone(),
+                jobs: a.jobs,
+            };
+            let report = installer::push::push(&opts, &registry, &reporter).await?;
+            if cli.json {
+                let mut v = serde_json::to_value(&report).unwrap_or_default();
+                v["event"] = "pushed".into();
+                println!("{v}");
+            } else {
+                for img in &report.images {
+                    println!("{}  ->  {}", img.reference, img.pinned);
+                }
+                eprintln!(
+                    "pushed {} images to {}: {} blobs sent ({}), {} already there, {} linked from another repository, {} manifests and tags written",
+                    report.images.len(),
+                    report.registry,
+                    report.blobs_sent,
+                    manifests::display::human_bytes(report.bytes_sent),
+                    report.blobs_present,
+                    report.blobs_mounted,
+                    report.manifests_written
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plan(a) => {
             let engine = DockerEngine::connect()?;
             let report = installer::apply::plan_only(&apply_options(&cli, a), &engine).await?;

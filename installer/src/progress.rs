@@ -109,6 +109,18 @@ impl Reporter for Terminal {
                     self.start_bar(*bytes, action);
                 }
             }
+            Event::PushStart { registry, bytes } => {
+                self.line(&format!("push: sending {} to {registry}", human_bytes(*bytes)));
+                if self.bars && *bytes > 0 {
+                    self.start_bar(*bytes, "push");
+                }
+            }
+            Event::PushDone { bytes_sent } => {
+                if let Some(bar) = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                    bar.finish_and_clear();
+                }
+                self.line(&format!("push: {} sent, every manifest checked", human_bytes(*bytes_sent)));
+            }
             Event::DataDone { action, bytes, seconds } => {
                 if let Some(bar) = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
                     bar.finish_and_clear();

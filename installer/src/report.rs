@@ -88,6 +88,18 @@ pub enum Event {
         /// Seconds since the writers were stopped.
         seconds: f64,
     },
+    /// `installer push` starts sending.
+    PushStart {
+        /// `host[:port]`.
+        registry: String,
+        /// Bytes the registry lacks.
+        bytes: u64,
+    },
+    /// `installer push` sent every blob and manifest.
+    PushDone {
+        /// Bytes sent.
+        bytes_sent: u64,
+    },
     /// A line of information.
     Info {
         /// Text.

@@ -154,6 +154,63 @@ impl Read for MediaReader {
     }
 }
 
+/// Read `len` bytes at `offset` of the logical bundle made of `files` (one file or its parts):
+/// how a verified entry is read again in place, without reading what comes before it.
+///
+/// # Errors
+/// An offset outside the files; open or seek failures.
+pub fn read_range(files: &[PartFile], offset: u64, len: u64) -> io::Result<RangeReader> {
+    let end = offset.checked_add(len).ok_or_else(|| io::Error::other("range overflows"))?;
+    let total = files.last().map_or(0, |f| f.start + f.size);
+    if end > total {
+        return Err(io::Error::other(format!("bytes {offset}..{end} are past the end of the bundle ({total} bytes)")));
+    }
+    Ok(RangeReader { files: files.to_vec(), pos: offset, end, current: None })
+}
+
+/// A byte range of a bundle, read across part boundaries ([`read_range`]).
+pub struct RangeReader {
+    files: Vec<PartFile>,
+    pos: u64,
+    end: u64,
+    current: Option<(usize, File)>,
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::io::{Seek, SeekFrom};
+        if self.pos >= self.end || buf.is_empty() {
+            return Ok(0);
+        }
+        let index = self
+            .files
+            .iter()
+            .position(|f| f.start <= self.pos && self.pos < f.start + f.size)
+            .ok_or_else(|| io::Error::other(format!("byte {} is in no part", self.pos)))?;
+        if self.current.as_ref().is_none_or(|(i, _)| *i != index) {
+            let part = &self.files[index];
+            let mut file = File::open(&part.path).map_err(|e| {
+                io::Error::new(e.kind(), format!("opening part {} ({}): {e}", part.name, part.path.display()))
+            })?;
+            file.seek(SeekFrom::Start(self.pos - part.start))?;
+            self.current = Some((index, file));
+        }
+        let part = &self.files[index];
+        let room = (part.start + part.size).min(self.end) - self.pos;
+        let want = usize::try_from(room).unwrap_or(usize::MAX).min(buf.len());
+        let (_, file) = self.current.as_mut().expect("opened above");
+        let n = file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("part {} is shorter than listed", part.name),
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// A part that is not where it should be, or not of its size.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MissingPart {
@@ -381,6 +438,30 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("M").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn a_range_reads_across_part_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100u8).collect();
+        let mut files = Vec::new();
+        for (i, chunk) in data.chunks(30).enumerate() {
+            let path = dir.path().join(part_name("b", i));
+            std::fs::write(&path, chunk).unwrap();
+            files.push(PartFile {
+                name: part_name("b", i),
+                path,
+                start: i as u64 * 30,
+                size: chunk.len() as u64,
+                sha256: None,
+            });
+        }
+        for (offset, len) in [(0, 100), (25, 10), (30, 30), (59, 2), (95, 5), (10, 0)] {
+            let mut got = Vec::new();
+            read_range(&files, offset, len).unwrap().read_to_end(&mut got).unwrap();
+            assert_eq!(got, data[offset as usize..(offset + len) as usize], "{offset}+{len}");
+        }
+        assert!(read_range(&files, 90, 11).is_err());
     }
 
     #[test]

@@ -302,6 +302,8 @@ pub struct BundleReader<R> {
     parts: Vec<crate::media::PartFile>,
     /// Where the current entry's header started (the range a content error lies in).
     mark: u64,
+    /// Where the current entry's content starts.
+    data_start: u64,
 }
 
 struct Header {
@@ -351,6 +353,12 @@ impl<R: Read> BundleReader<R> {
     /// Bytes read so far.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Offset in the bundle of the first content byte of the entry [`Self::next_entry`] returned
+    /// last (to read it again later in place, e.g. with [`crate::media::read_range`]).
+    pub fn entry_offset(&self) -> u64 {
+        self.data_start
     }
 
     /// The underlying reader.
@@ -406,6 +414,7 @@ impl<R: Read> BundleReader<R> {
             return Err(BundleError::SizeMismatch { path: header.path, found: header.size, expected: expected.size });
         }
         self.check_fits(&header.path, header.size)?;
+        self.data_start = self.offset;
         self.current =
             Some(Current { index: self.next, left: header.size, padding: padding(header.size), hasher: Hasher::new() });
         self.next += 1;
@@ -634,6 +643,7 @@ impl<R: Read> BundleReader<R> {
             current: None,
             parts: Vec::new(),
             mark: 0,
+            data_start: 0,
         };
         reader.manifest_bytes = reader.read_small(MANIFEST, 0, MAX_MANIFEST_SIZE)?;
         let signature = reader.read_small(SIGNATURE, 1, MAX_SIGNATURE_SIZE)?;

@@ -4,6 +4,7 @@
 //! - `tamper`: verification of damaged and forged bundles, with a property test (issue 3)
 //! - `apply`: `installer apply` on a real dockerd, its faults and interruptions (issue 4)
 //! - `media`: split bundles, parts read in place from read-only mounts, ISO images (issue 14)
+//! - `push`: `installer push` to real registries, pulled back by dockerd (issue 15)
 //! - `fake`: the apply logic on a fake Engine, no Docker needed (runs in plain `cargo test`)
 //!
 //! Docker-touching tests share one daemon, so `scripts/test` runs this binary with one thread.
@@ -15,5 +16,6 @@ mod data;
 mod fake;
 mod media;
 mod podman;
+mod push;
 mod support;
 mod tamper;
