@@ -28,17 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import binaries, sh  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "examples/client-stack"
 COMPOSE_PLUGIN = Path("/var/lib/bundler-dev/engines/trixie/root/usr/libexec/docker/cli-plugins/docker-compose")
 PROJECT = "clientstack"
 
 
-def sh(cmd, env=None, check=True):
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if check and r.returncode != 0:
-        sys.exit(f"bench: `{' '.join(map(str, cmd))}` failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    return r
 
 
 def timed(cmd, env=None):
@@ -51,12 +49,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    profile = os.environ.get("BENCH_PROFILE", "release")
-    bundler = ROOT / "target" / profile / "bundler"
-    installer = ROOT / "target" / profile / "installer"
-    for b in (bundler, installer):
-        if not b.exists():
-            sys.exit(f"bench: {b} is missing; run cargo build --{profile} --bins (or BENCH_PROFILE=debug)")
+    profile, bundler, installer = binaries()
     if not COMPOSE_PLUGIN.exists():
         sh([str(ROOT / "scripts/engine"), "fetch", "trixie"])
     out = sh([str(ROOT / "scripts/engine"), "start", "site"]).stdout

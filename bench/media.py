@@ -29,16 +29,14 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import binaries, sh  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "examples/client-stack"
 PROJECT = "clientstack"
 
 
-def sh(cmd, env=None, check=True):
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
-    if check and r.returncode != 0:
-        sys.exit(f"bench: `{' '.join(map(str, cmd))}` failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    return r
 
 
 def tree_bytes(path):
@@ -91,12 +89,7 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (the parts are read from a read-only bind mount)")
-    profile = os.environ.get("BENCH_PROFILE", "release")
-    bundler = ROOT / "target" / profile / "bundler"
-    installer = ROOT / "target" / profile / "installer"
-    for b in (bundler, installer):
-        if not b.exists():
-            sys.exit(f"bench: {b} is missing; run cargo build --{profile} --bins (or BENCH_PROFILE=debug)")
+    profile, bundler, installer = binaries()
     out = sh([ROOT / "scripts/engine", "start", "site"]).stdout
     host = next(l.split("=", 1)[1] for l in out.splitlines() if l.startswith("DOCKER_HOST="))
     env = dict(os.environ, DOCKER_HOST=host)

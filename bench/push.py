@@ -25,16 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import binaries, sh  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "examples/client-stack"
 PORT = 5022
 
 
-def sh(cmd, env=None, check=True):
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
-    if check and r.returncode != 0:
-        sys.exit(f"bench: `{' '.join(map(str, cmd))}` failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    return r
 
 
 class Registry:
@@ -63,12 +61,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    profile = os.environ.get("BENCH_PROFILE", "release")
-    bundler = ROOT / "target" / profile / "bundler"
-    installer = ROOT / "target" / profile / "installer"
-    for b in (bundler, installer):
-        if not b.exists():
-            sys.exit(f"bench: {b} is missing; run cargo build --{profile} --bins (or BENCH_PROFILE=debug)")
+    profile, bundler, installer = binaries()
     work = Path(tempfile.mkdtemp(prefix="bench-push-", dir="/var/tmp"))
     env = dict(os.environ, DOCKER_CONFIG=str(work / "docker-config"))
     total = 0

@@ -184,7 +184,14 @@ fn out_err(path: &Path, source: std::io::Error) -> BundlerError {
 
 fn find_xorriso() -> Result<PathBuf, BundlerError> {
     if let Some(p) = std::env::var_os("BUNDLER_XORRISO") {
-        return Ok(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(BundlerError::MissingTool {
+            tool: "xorriso",
+            hint: "BUNDLER_XORRISO names no file: point it at xorriso, or unset it to use the one on PATH",
+        });
     }
     std::env::var_os("PATH")
         .into_iter()

@@ -343,6 +343,13 @@ fn iso_images_round_trip_and_install_with_the_installer_on_volume_one() {
             .arg("--json"))
     };
     let out = site.ws.path("isos");
+    // Without xorriso: a clear error, no image.
+    let mut c = Command::new(bin("bundler"));
+    c.arg("iso").arg(&parts[0]).arg("--output-dir").arg(&out).env("PATH", "/nonexistent");
+    let r = run(&mut c);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("`xorriso` was not found") && r.stderr.contains("apt-get install xorriso"), "{r:?}");
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
     let r = iso(&out);
     assert_eq!(r.code, 0, "{r:?}");
     let event: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();

@@ -92,12 +92,16 @@ pub(super) async fn converge<E: Engine>(
         state.save_journal(&j)?;
     }
     if let Some(s) = &snapshot {
-        let downtime = manifests::time::now().saturating_sub(s.taken_at);
-        outcome.downtime_secs = Some(downtime as f64);
+        // Milliseconds: whole seconds made the downtime longer than the apply that caused it.
+        let downtime = match s.taken_at_ms {
+            Some(ms) => manifests::time::now_ms().saturating_sub(ms) as f64 / 1000.0,
+            None => manifests::time::now().saturating_sub(s.taken_at) as f64,
+        };
+        outcome.downtime_secs = Some(downtime);
         reporter.event(&Event::Info {
             message: format!(
                 "data: the release runs on the copies ({}); release {} keeps the originals for a rollback; \
-                 downtime {downtime}s",
+                 downtime {downtime:.1}s",
                 s.copies.iter().map(|c| c.to.as_str()).collect::<Vec<_>>().join(", "),
                 host_release(state)
             ),

@@ -71,6 +71,9 @@ pub struct SnapshotRecord {
     pub release: u64,
     /// When the writers were stopped (unix seconds).
     pub taken_at: u64,
+    /// The same in milliseconds (records of older installers lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_at_ms: Option<u64>,
     /// Every copy made and checked (else the record is of a copy in progress).
     pub done: bool,
     /// The copies.
@@ -175,6 +178,7 @@ pub(crate) async fn take<E: Engine>(
     let mut record = SnapshotRecord {
         release: plan.release,
         taken_at: manifests::time::now(),
+        taken_at_ms: Some(manifests::time::now_ms()),
         done: false,
         copies: snapshot.copies.clone(),
         generations: generations_after(
