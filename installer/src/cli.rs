@@ -65,7 +65,11 @@ pub enum Command {
         key: Vec<PathBuf>,
     },
     /// Show the installed release and the state of every service.
-    Status,
+    Status {
+        /// `host` (this engine) or `swarm` (the stack's services in the swarm this engine manages).
+        #[arg(long, value_enum, default_value_t = Target::Host)]
+        target: Target,
+    },
     /// Show every apply on this host: release, time, outcome, who ran it, overrides.
     History,
     /// Write a support archive (tar.gz) to send to the vendor: versions, engine, preflight,
@@ -136,12 +140,38 @@ pub struct PushArgs {
     pub jobs: usize,
 }
 
+/// Where a release goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// This Docker Engine's containers.
+    Host,
+    /// Services of the Docker Swarm this engine manages (needs --registry).
+    Swarm,
+}
+
 /// `apply` and `plan`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// The bundle and keys.
     #[command(flatten)]
     pub bundle: BundleArgs,
+    /// `host` (this engine) or `swarm` (this engine is a Swarm manager: the images are pushed to
+    /// --registry and the stack becomes Swarm services).
+    #[arg(long, value_enum, default_value_t = Target::Host)]
+    pub target: Target,
+    /// The site registry for --target swarm: HOST[:PORT][/PREFIX] (see `installer push`).
+    #[arg(long, value_parser = installer::registry::Destination::parse, required_if_eq("target", "swarm"))]
+    pub registry: Option<installer::registry::Destination>,
+    /// --target swarm: the registry speaks plain HTTP.
+    #[arg(long)]
+    pub plain_http: bool,
+    /// --target swarm: a CA certificate file (PEM) for the registry's TLS.
+    #[arg(long, value_hint = ValueHint::FilePath)]
+    pub ca: Option<PathBuf>,
+    /// --target swarm: how services are found: `vip` (a virtual IP, needs IPVS on the nodes) or
+    /// `dnsrr` (DNS round robin).
+    #[arg(long, default_value = "vip", value_parser = ["vip", "dnsrr"])]
+    pub endpoint_mode: String,
     /// Operator values (NAME=value lines) for the bundle's variables and secrets.
     #[arg(long, value_hint = ValueHint::FilePath)]
     pub values: Option<PathBuf>,

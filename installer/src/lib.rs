@@ -9,6 +9,7 @@
 //!   [`engine::podman`]) decides what to send and how images are named
 //! - [`push`]: the bundle's images into a site registry byte for byte, through the
 //!   [`registry::Registry`] seam ([`registry::http`] is the only module speaking HTTP)
+//! - [`target`]: where a release goes besides one engine: [`target::swarm`]
 //! - [`status`], [`prune`], [`preflight`], [`values`], [`trust`], [`report`]
 
 pub mod apply;
@@ -25,6 +26,7 @@ pub mod report;
 pub mod state;
 pub mod status;
 pub mod support;
+pub mod target;
 pub mod trust;
 pub mod values;
 pub mod verify;

@@ -147,6 +147,9 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plan(a) if a.target == cli::Target::Swarm => Err(InstallError::Policy(
+            "`installer plan --target swarm` is not there yet: `installer apply --target swarm` shows each step".into(),
+        )),
         Command::Plan(a) => {
             let engine = DockerEngine::connect()?;
             let report = installer::apply::plan_only(&apply_options(&cli, a), &engine).await?;
@@ -157,6 +160,34 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             }
             // The plan is printed whole; a failing check still decides the exit code.
             report.preflight.result()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apply(a) if a.target == cli::Target::Swarm => {
+            let engine = DockerEngine::connect()?;
+            let dest =
+                a.registry.clone().ok_or_else(|| InstallError::Policy("--target swarm needs --registry".into()))?;
+            let http_opts =
+                installer::registry::http::Options { plain_http: a.plain_http, ca: a.ca.clone(), docker_config: None };
+            let registry = installer::registry::http::HttpRegistry::new(&dest.host, &http_opts)?;
+            let reporter = Terminal::new(cli.json);
+            let pull = installer::engine::swarm::PullAuth { auth: registry.credentials(), server: dest.host.clone() };
+            let swarm_opts = installer::target::swarm::SwarmOptions {
+                registry: dest,
+                endpoint_mode: a.endpoint_mode.clone(),
+                jobs: 4,
+            };
+            let opts = apply_options(&cli, a);
+            let swarm = engine.swarm();
+            let outcome = tokio::select! {
+                r = installer::target::swarm::apply(&opts, &swarm_opts, &swarm, &registry, &pull, &reporter) => r?,
+                signal = interrupted() => return Err(InstallError::Interrupted(signal)),
+            };
+            if cli.json {
+                let mut v = serde_json::to_value(&outcome).unwrap_or_default();
+                v["event"] = "applied".into();
+                v["target"] = "swarm".into();
+                println!("{v}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Apply(a) => {
@@ -231,7 +262,29 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             print_outcome(&outcome, cli.json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status => {
+        Command::Status { target: cli::Target::Swarm } => {
+            let engine = DockerEngine::connect()?;
+            let project = installer::target::swarm::project_from(&state).ok_or_else(|| {
+                InstallError::Policy(format!("no swarm apply was made from {}", state.root().display()))
+            })?;
+            let report = installer::target::swarm::status(&engine.swarm(), &project).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                match &report.release {
+                    Some(r) => {
+                        println!("{} {} (release {}) in the swarm as `{project}`", r.product, r.version, r.release)
+                    }
+                    None => println!("no release record of `{project}` in the swarm"),
+                }
+                println!("{:<32} {:<8} IMAGE", "SERVICE", "TASKS");
+                for (name, running, desired, image) in &report.services {
+                    println!("{name:<32} {:<8} {image}", format!("{running}/{desired}"));
+                }
+            }
+            if report.healthy { Ok(ExitCode::SUCCESS) } else { Ok(ExitCode::from(manifests::Exit::Unhealthy.code())) }
+        }
+        Command::Status { .. } => {
             let engine = DockerEngine::connect()?;
             let report = installer::status::status(&state, &engine).await?;
             if cli.json {

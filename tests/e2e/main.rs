@@ -5,6 +5,7 @@
 //! - `apply`: `installer apply` on a real dockerd, its faults and interruptions (issue 4)
 //! - `media`: split bundles, parts read in place from read-only mounts, ISO images (issue 14)
 //! - `push`: `installer push` to real registries, pulled back by dockerd (issue 15)
+//! - `swarm`: `installer apply --target swarm` on a one-node Swarm (issue 15)
 //! - `fake`: the apply logic on a fake Engine, no Docker needed (runs in plain `cargo test`)
 //!
 //! Docker-touching tests share one daemon, so `scripts/test` runs this binary with one thread.
@@ -18,4 +19,5 @@ mod media;
 mod podman;
 mod push;
 mod support;
+mod swarm;
 mod tamper;

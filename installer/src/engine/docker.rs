@@ -34,6 +34,12 @@ pub struct DockerEngine {
 }
 
 impl DockerEngine {
+    /// The same connection's Swarm API (a manager's services, tasks, configs).
+    #[must_use]
+    pub fn swarm(&self) -> crate::engine::swarm::SwarmEngine {
+        crate::engine::swarm::SwarmEngine::new(self.docker.clone())
+    }
+
     /// Connect (lazily: the first call reports an unreachable daemon).
     ///
     /// # Errors

@@ -12,6 +12,7 @@ pub mod containerd;
 pub mod docker;
 pub mod graph;
 pub mod podman;
+pub mod swarm;
 
 use std::collections::{BTreeMap, BTreeSet};
 

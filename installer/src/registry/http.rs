@@ -112,6 +112,13 @@ impl HttpRegistry {
         })
     }
 
+    /// The basic credentials for this registry from the Docker config (`user:password` in
+    /// base64), to hand to Swarm nodes that pull from it.
+    #[must_use]
+    pub fn credentials(&self) -> Option<String> {
+        self.basic.clone()
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
