@@ -354,6 +354,7 @@ pub async fn build<S: ImageSource>(
         backup: stack.backup.clone(),
         snapshot: stack.snapshot.clone(),
         templates: stack.templates.clone(),
+        swarm: stack.swarm.clone(),
         variables: stack.variables.clone(),
         health: stack.health.clone(),
         requires: Requirements { image_bytes: blob_bytes, docker_api_version: "1.41".into() },

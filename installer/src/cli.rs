@@ -71,7 +71,11 @@ pub enum Command {
         target: Target,
     },
     /// Show every apply on this host: release, time, outcome, who ran it, overrides.
-    History,
+    History {
+        /// `host` (this host's applies) or `swarm` (the release records in the swarm).
+        #[arg(long, value_enum, default_value_t = Target::Host)]
+        target: Target,
+    },
     /// Write a support archive (tar.gz) to send to the vendor: versions, engine, preflight,
     /// status, history, journal, the release's manifest, container logs, disk and memory, with
     /// every secret value redacted.

@@ -331,7 +331,34 @@ async fn run(cli: Cli) -> Result<ExitCode, InstallError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::History => {
+        Command::History { target: cli::Target::Swarm } => {
+            let engine = DockerEngine::connect()?;
+            let project = installer::target::swarm::project_from(&state).ok_or_else(|| {
+                InstallError::Policy(format!("no swarm apply was made from {}", state.root().display()))
+            })?;
+            let records = installer::target::swarm::records(&engine.swarm(), &project).await?;
+            for r in &records {
+                if cli.json {
+                    let mut v = serde_json::to_value(r).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("services");
+                    }
+                    println!("{v}");
+                } else {
+                    println!(
+                        "{}  release {:<4} {} {}  {} services, migrations: {}",
+                        manifests::time::rfc3339(r.applied_at),
+                        r.release,
+                        r.product,
+                        r.version,
+                        r.services.len(),
+                        if r.migrations.is_empty() { "none".into() } else { r.migrations.join(", ") }
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { .. } => {
             let entries = state.history()?;
             if cli.json {
                 for e in &entries {

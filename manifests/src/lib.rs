@@ -34,7 +34,7 @@ pub use exit::{Diagnose, Exit};
 pub use manifest::{
     Blob, Condition, Entry, HealthSettings, HealthcheckDef, Image, KeyRotation, Layer, LimitsDef, LoggingDef, Manifest,
     Mount, MountKind, NetworkDef, Part, Parts, PortMapping, Requirements, RuntimeDef, SCHEMA_VERSION, ServiceDef,
-    Ulimit, VariableDef, VolumeDef,
+    SwarmSettings, Ulimit, VariableDef, VolumeDef,
 };
 pub use reader::{BundleError, BundleReader};
 pub use signature::{KeyId, PublicKey, SecretKey, TrustedKeys};

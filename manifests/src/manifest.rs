@@ -64,6 +64,9 @@ pub struct Manifest {
     /// install time with the site's values, each with the variables it references.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub templates: BTreeMap<String, Vec<String>>,
+    /// `x-bundle.swarm`: per-service settings for `installer apply --target swarm`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub swarm: BTreeMap<String, SwarmSettings>,
     /// Operator-supplied variables (names and defaults only; values are never in a bundle).
     pub variables: BTreeMap<String, VariableDef>,
     /// Health gate settings.
@@ -78,6 +81,20 @@ pub struct Manifest {
     /// holds `bundle.json` and its signature, the listed parts hold the rest of the archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<Parts>,
+}
+
+/// How a service runs on a Swarm (`x-bundle.swarm.<service>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmSettings {
+    /// Tasks (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u64>,
+    /// Placement constraints (`node.labels.db == true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<String>,
+    /// Update order: `stop-first` (default) or `start-first`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
 }
 
 /// The signed part table of a split bundle.

@@ -719,6 +719,7 @@ pub fn empty_manifest() -> Manifest {
         backup: None,
         snapshot: None,
         templates: std::collections::BTreeMap::new(),
+        swarm: std::collections::BTreeMap::new(),
         variables: std::collections::BTreeMap::new(),
         health: crate::HealthSettings { timeout_ms: 0 },
         requires: crate::Requirements { image_bytes: 0, docker_api_version: String::new() },

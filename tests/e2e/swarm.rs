@@ -208,4 +208,15 @@ fn a_swarm_apply_is_ordered_gated_runs_each_migration_once_rolls_back_and_resume
     assert_eq!(site.inspect("web", "{{index .Spec.Labels \"io.installer.release\"}}"), "3");
     let v: serde_json::Value = serde_json::from_str(run(&mut status).stdout.trim()).unwrap();
     assert_eq!((v["release"]["release"].as_u64(), v["healthy"].as_bool()), (Some(3), Some(true)), "{v}");
+    // The history is in the swarm: releases 1 and 3 (release 2 was rolled back, never recorded).
+    let mut history = Command::new(bin("installer"));
+    history.args(["history", "--target", "swarm", "--json"]);
+    history.env("DOCKER_HOST", &site.docker_host).env("INSTALLER_STATE_DIR", site.ws.path("state"));
+    let h = run(&mut history);
+    let releases: Vec<u64> = h
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["release"].as_u64().unwrap())
+        .collect();
+    assert_eq!(releases, [1, 3], "{h:?}");
 }

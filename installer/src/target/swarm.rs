@@ -178,7 +178,7 @@ pub async fn apply<S: Swarm, R: Registry + Sync>(
     for wave in &the_plan.waves {
         let mut w = Vec::new();
         for sp in wave {
-            let spec = service_spec(&manifest, sp, &pinned, &paths, swarm_opts, swarm).await?;
+            let spec = service_spec(&manifest, sp, &pinned, &paths, swarm_opts, swarm, reporter).await?;
             w.push((sp, spec));
         }
         specs.push(w);
@@ -204,6 +204,19 @@ pub async fn apply<S: Swarm, R: Registry + Sync>(
         return Err(roll_back(swarm, pull, &project, previous.as_ref(), &specs, timeout, reporter, cause).await);
     }
 
+    // A re-run that changed nothing keeps the record it found.
+    let unchanged = outcome.changed.is_empty()
+        && outcome.migrations_run.is_empty()
+        && previous.as_ref().is_some_and(|p| p.release == manifest.release && p.manifest_sha256 == manifest_sha256);
+    if unchanged {
+        reporter.event(&Event::Info {
+            message: format!(
+                "swarm: {} {} (release {}): nothing to change",
+                manifest.product, manifest.version, manifest.release
+            ),
+        });
+        return Ok(outcome);
+    }
     // The record: every spec applied and the migrations done, in the swarm.
     let mut record = Record {
         product: manifest.product.clone(),
@@ -536,6 +549,7 @@ async fn service_spec<S: Swarm>(
     paths: &crate::plan::HostPaths,
     opts: &SwarmOptions,
     swarm: &S,
+    reporter: &dyn Reporter,
 ) -> Result<Value, InstallError> {
     let project = &manifest.project;
     let c = &sp.spec;
@@ -665,11 +679,27 @@ async fn service_spec<S: Swarm>(
     spec_labels.insert(HASH.into(), hash);
     spec_labels.insert("com.docker.stack.image".into(), c.image.clone());
     let mut spec = json!({"Labels": spec_labels, "TaskTemplate": task});
+    let settings = manifest.swarm.get(&sp.name).cloned().unwrap_or_default();
+    if !settings.placement.is_empty() {
+        spec["TaskTemplate"]["Placement"] = json!({"Constraints": settings.placement});
+    }
     if sp.kind == Kind::Service {
         spec["Name"] = json!(format!("{project}_{}", sp.name));
-        spec["Mode"] = json!({"Replicated": {"Replicas": 1}});
+        spec["Mode"] = json!({"Replicated": {"Replicas": settings.replicas.unwrap_or(1)}});
+        // Swarm's own rollback stays as a backstop if this process dies mid-update.
+        spec["UpdateConfig"] = json!({"Order": settings.order.as_deref().unwrap_or("stop-first"),
+            "FailureAction": "rollback", "Parallelism": 1});
         let mut ports = Vec::new();
         for p in &c.ports {
+            if !p.host_ip.is_empty() && p.host_ip != "0.0.0.0" && p.host_ip != "::" {
+                reporter.event(&Event::Info {
+                    message: format!(
+                        "warning: {}: port {}:{} is published on every interface of the node that runs the task \
+                         (Swarm publishes in host mode without an address)",
+                        sp.name, p.host_ip, p.host_port
+                    ),
+                });
+            }
             ports.push(json!({"Protocol": p.protocol, "TargetPort": p.container_port,
                 "PublishedPort": p.host_port, "PublishMode": "host"}));
         }

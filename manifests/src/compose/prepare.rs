@@ -47,6 +47,8 @@ pub struct Prepared {
     /// `x-bundle.templates`: bundled files rendered at install time with the site's values,
     /// each with the variables it references.
     pub templates: BTreeMap<String, Vec<String>>,
+    /// `x-bundle.swarm`: per-service settings for `installer apply --target swarm`.
+    pub swarm: BTreeMap<String, crate::SwarmSettings>,
     /// Health gate.
     pub health: HealthSettings,
     /// Relative paths to bundle (files and directories).
@@ -174,15 +176,26 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
         ));
     }
     for k in xb.keys() {
-        if !["product", "channel", "migrations", "backup", "snapshot", "templates", "variables", "health", "pin"]
-            .contains(&k.as_str())
+        if ![
+            "product",
+            "channel",
+            "migrations",
+            "backup",
+            "snapshot",
+            "templates",
+            "variables",
+            "health",
+            "pin",
+            "swarm",
+        ]
+        .contains(&k.as_str())
         {
             problems.push(problem(
                 file,
                 text,
                 &format!("x-bundle.{k}"),
                 format!("unknown x-bundle key `{k}`"),
-                Some("known: product, channel, migrations, backup, snapshot, templates, variables, health, pin"),
+                Some("known: product, channel, migrations, backup, snapshot, templates, variables, health, pin, swarm"),
             ));
         }
     }
@@ -579,6 +592,89 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
             }
         }
     }
+    // x-bundle.swarm: {SERVICE: {replicas, placement, order}}; what cannot work on a swarm is
+    // refused here, not at the site.
+    let mut swarm: BTreeMap<String, crate::SwarmSettings> = BTreeMap::new();
+    if let Some(v) = xb.get("swarm") {
+        let at = "x-bundle.swarm";
+        match v.as_object() {
+            None => problems.push(problem(file, text, at, "`x-bundle.swarm` must be a map of services".into(), None)),
+            Some(m) => {
+                for (svc, settings) in m {
+                    let p = format!("x-bundle.swarm.{svc}");
+                    let Some(def) = probe.services.get(svc) else {
+                        problems.push(problem(
+                            file,
+                            text,
+                            &p,
+                            format!("x-bundle.swarm names `{svc}`, which is not a service"),
+                            None,
+                        ));
+                        continue;
+                    };
+                    let o = settings.as_object().cloned().unwrap_or_default();
+                    for k in o.keys().filter(|k| !["replicas", "placement", "order"].contains(&k.as_str())) {
+                        problems.push(problem(
+                            file,
+                            text,
+                            &p,
+                            format!("unknown key `{k}`"),
+                            Some("known: replicas, placement, order"),
+                        ));
+                    }
+                    let replicas = o.get("replicas").map(|r| r.as_u64());
+                    if let Some(None) = replicas {
+                        problems.push(problem(file, text, &p, "`replicas` must be a whole number".into(), None));
+                    }
+                    let placement: Vec<String> = match o.get("placement") {
+                        Some(Json::Array(a)) => a.iter().filter_map(|c| c.as_str().map(String::from)).collect(),
+                        Some(Json::String(s)) => vec![s.clone()],
+                        _ => Vec::new(),
+                    };
+                    let order = o.get("order").and_then(Json::as_str).map(String::from);
+                    if let Some(o) = order.as_deref().filter(|o| !["start-first", "stop-first"].contains(o)) {
+                        problems.push(problem(
+                            file,
+                            text,
+                            &p,
+                            format!("order `{o}`: use start-first or stop-first"),
+                            None,
+                        ));
+                    }
+                    let volumes = def.volumes.iter().any(|m| m.kind == crate::MountKind::Volume);
+                    let replicas = replicas.flatten();
+                    if volumes && replicas.is_some_and(|r| r > 1) && placement.is_empty() {
+                        problems.push(problem(
+                            file,
+                            text,
+                            &p,
+                            format!("`{svc}` has {} replicas and a named volume: Swarm volumes are local to a node, so each replica would get its own empty one", replicas.unwrap_or(0)),
+                            Some("give it `replicas: 1`, or a `placement` that pins it to one node (`node.labels.db == true`)"),
+                        ));
+                    }
+                    if volumes && order.as_deref() == Some("start-first") {
+                        problems.push(problem(
+                            file,
+                            text,
+                            &p,
+                            format!("`{svc}` has a named volume: `start-first` would run two copies on the same data"),
+                            Some("use `order: stop-first` (the default)"),
+                        ));
+                    }
+                    if !def.ports.is_empty() && replicas.is_some_and(|r| r > 1) {
+                        problems.push(problem(
+                            file,
+                            text,
+                            &p,
+                            format!("`{svc}` publishes ports and has {} replicas: ports are published on the node that runs a task (host mode), so two tasks on one node would collide", replicas.unwrap_or(0)),
+                            Some("give it `replicas: 1`, or put a proxy service with the published port in front of it"),
+                        ));
+                    }
+                    swarm.insert(svc.clone(), crate::SwarmSettings { replicas, placement, order });
+                }
+            }
+        }
+    }
     if let Err(e) = crate::order::start_order(&probe.services) {
         problems.push(problem(file, text, "services", e.to_string(), None));
     }
@@ -599,6 +695,7 @@ pub fn prepare(text: &str, file: &str, base: &Path, opts: &LoadOptions) -> Resul
         backup,
         snapshot,
         templates,
+        swarm,
         health: HealthSettings { timeout_ms },
         files: sources.files,
         images,

@@ -246,3 +246,51 @@ services:
         assert!(err.contains(needle), "{needle} in {err}");
     }
 }
+
+#[test]
+fn swarm_settings_are_read_and_what_cannot_work_on_a_swarm_is_refused() {
+    let ok = load(
+        "x-bundle:
+  product: p
+  swarm:
+    db: {replicas: 1, placement: [node.labels.db == true]}
+    api: {replicas: 3, order: start-first}
+services:
+  db: {image: r/db:1, volumes: [data:/var/lib/db]}
+  api: {image: r/api:1}
+volumes: {data: {}}
+",
+    )
+    .unwrap();
+    assert_eq!(ok.swarm["db"].placement, vec!["node.labels.db == true".to_string()]);
+    assert_eq!((ok.swarm["api"].replicas, ok.swarm["api"].order.as_deref()), (Some(3), Some("start-first")));
+
+    let err = load(
+        "x-bundle:
+  product: p
+  swarm:
+    db: {replicas: 2, order: start-first}
+    web: {replicas: 2}
+    nope: {replicas: 1}
+    api: {replicas: two, order: sideways, colour: blue}
+services:
+  db: {image: r/db:1, volumes: [data:/var/lib/db]}
+  web: {image: r/web:1, ports: [\"8080:80\"]}
+  api: {image: r/api:1}
+volumes: {data: {}}
+",
+    )
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "`db` has 2 replicas and a named volume",
+        "`start-first` would run two copies on the same data",
+        "`web` publishes ports and has 2 replicas",
+        "x-bundle.swarm names `nope`, which is not a service",
+        "`replicas` must be a whole number",
+        "order `sideways`",
+        "unknown key `colour`",
+    ] {
+        assert!(err.contains(needle), "{needle} in {err}");
+    }
+}
