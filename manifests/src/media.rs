@@ -407,13 +407,13 @@ pub fn blame(parts: &[PartFile], from: u64, to: u64, err: BundleError) -> Bundle
         let Some(expected) = part.sha256 else { continue };
         match digest_file(&part.path) {
             Ok((actual, _)) if actual != expected => {
-                return BundleError::PartDamaged {
+                return BundleError::PartDamaged(Box::new(crate::reader::PartDamage {
                     part: part.name.clone(),
                     path: part.path.clone(),
                     expected,
                     actual,
-                    found: Box::new(err),
-                };
+                    found: err,
+                }));
             }
             _ => {}
         }

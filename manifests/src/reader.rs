@@ -178,20 +178,9 @@ pub enum BundleError {
         /// How many parts the bundle has (besides part 000).
         total: usize,
     },
-    /// A part's content differs from the signed part table.
-    #[error("part {part} is damaged ({}): its sha256 is {actual}, the signed part table says {expected} (found while checking: {found})", path.display())]
-    PartDamaged {
-        /// Part name.
-        part: String,
-        /// Where it was read.
-        path: std::path::PathBuf,
-        /// Listed digest.
-        expected: Digest,
-        /// Digest of the file.
-        actual: Digest,
-        /// The error that led to it.
-        found: Box<BundleError>,
-    },
+    /// A part's content differs from the signed part table (boxed: the evidence is large).
+    #[error("part {} is damaged ({}): its sha256 is {}, the signed part table says {} (found while checking: {})", .0.part, .0.path.display(), .0.actual, .0.expected, .0.found)]
+    PartDamaged(Box<PartDamage>),
     /// A later part was given instead of part 000.
     #[error("{given} is a later part of a split bundle; give its first part, {first}")]
     NotFirstPart {
@@ -256,9 +245,10 @@ impl Diagnose for BundleError {
                     dirs.join(", ")
                 )
             }
-            BundleError::PartDamaged { part, .. } => format!(
-                "copy {part} again from the vendor's medium (or ask for a fresh copy of that part only); \
-                 the other parts do not need to be copied again"
+            BundleError::PartDamaged(d) => format!(
+                "copy {} again from the vendor's medium (or ask for a fresh copy of that part only); \
+                 the other parts do not need to be copied again",
+                d.part
             ),
             BundleError::NotFirstPart { first, .. } => format!("run the command on {first}; the other parts are found beside it"),
             BundleError::Empty | BundleError::NotATar { .. } => "check the path: this is not a bundle file".into(),
@@ -267,6 +257,21 @@ impl Diagnose for BundleError {
                 .into(),
         })
     }
+}
+
+/// The evidence of a damaged part.
+#[derive(Debug)]
+pub struct PartDamage {
+    /// Part name.
+    pub part: String,
+    /// Where it was read.
+    pub path: std::path::PathBuf,
+    /// Listed digest.
+    pub expected: Digest,
+    /// Digest of the file.
+    pub actual: Digest,
+    /// The error that led to it.
+    pub found: BundleError,
 }
 
 fn describe_missing(missing: &[crate::media::MissingPart]) -> String {
@@ -433,7 +438,7 @@ impl<R: Read> BundleReader<R> {
     /// A content error in a split bundle: name the damaged part (see [`crate::media::blame`]).
     fn blame(&self, err: BundleError) -> BundleError {
         match err {
-            BundleError::PartDamaged { .. } | BundleError::Read { .. } | BundleError::Sink { .. } => err,
+            BundleError::PartDamaged(_) | BundleError::Read { .. } | BundleError::Sink { .. } => err,
             _ if self.parts.is_empty() => err,
             _ => crate::media::blame(&self.parts, self.mark, self.offset, err),
         }

@@ -428,7 +428,7 @@ fn backup_and_restore_keep_owners_modes_links_and_the_volume_root() {
         "ls",
         "-q",
         "--filter",
-        &format!("label=io.installer.data-source=volume:dbdata"),
+        "label=io.installer.data-source=volume:dbdata",
     ]))
     .stdout
     .split_whitespace()
@@ -436,7 +436,7 @@ fn backup_and_restore_keep_owners_modes_links_and_the_volume_root() {
     .map(String::from)
     .expect("no restored volume");
     assert_eq!(in_volume(&restored, listing).stdout, before);
-    assert_eq!(in_volume(&restored, "ls /v/new 2>&1 || true").stdout.contains("No such file"), true);
+    assert!(in_volume(&restored, "ls /v/new 2>&1 || true").stdout.contains("No such file"));
     // The volume in use before is kept, with the change.
     assert_eq!(in_volume(&vol, "cat /v/new").stdout.trim(), "new");
 }
