@@ -8,15 +8,16 @@ use std::process::{Child, Command, Stdio};
 use e2e::{Run, Workspace, bin, e2e_enabled, run};
 use manifests::Manifest;
 
-/// A docker-registry process on `127.0.0.1:port`, killed on drop.
-struct Registry {
+/// A docker-registry process on `127.0.0.1:port`, killed on drop (also the swarm tests' site
+/// registry).
+pub(crate) struct Registry {
     child: Child,
     port: u16,
     root: PathBuf,
 }
 
 impl Registry {
-    fn start(dir: &Path, port: u16, htpasswd: Option<&Path>) -> Self {
+    pub(crate) fn start(dir: &Path, port: u16, htpasswd: Option<&Path>) -> Self {
         let root = dir.join(format!("registry-{port}"));
         std::fs::create_dir_all(&root).unwrap();
         let auth = htpasswd

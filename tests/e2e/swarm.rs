@@ -16,7 +16,8 @@ const REGISTRY_PORT: u16 = 5015;
 struct SwarmSite {
     ws: Workspace,
     docker_host: String,
-    registry: std::process::Child,
+    // Dropped with the site: the registry process ends.
+    _registry: crate::push::Registry,
     values: PathBuf,
 }
 
@@ -27,30 +28,10 @@ impl SwarmSite {
         assert_eq!(out.code, 0, "scripts/engine start swarm: {out:?}");
         let docker_host = out.stdout.lines().find_map(|l| l.strip_prefix("DOCKER_HOST=")).unwrap().to_string();
         let ws = Workspace::new();
-        let root = ws.path("registry");
-        std::fs::create_dir_all(&root).unwrap();
-        let config = root.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{REGISTRY_PORT}}}\n",
-                root.join("data").display()
-            ),
-        )
-        .unwrap();
-        let registry = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        crate::apply::wait_until("the registry", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", REGISTRY_PORT)).is_ok()
-        });
+        let registry = crate::push::Registry::start(ws.dir.path(), REGISTRY_PORT, None);
         let values = ws.path("site.env");
         std::fs::write(&values, "DB_PASSWORD=correct-horse-battery\n").unwrap();
-        let site = Self { ws, docker_host, registry, values };
+        let site = Self { ws, docker_host, _registry: registry, values };
         site.remove_stack();
         site
     }
@@ -125,8 +106,6 @@ impl SwarmSite {
 impl Drop for SwarmSite {
     fn drop(&mut self) {
         self.remove_stack();
-        let _ = self.registry.kill();
-        let _ = self.registry.wait();
         let _ = run(Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/engine"))
             .args(["stop", "swarm", "--purge"]));
     }
