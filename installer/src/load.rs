@@ -236,6 +236,9 @@ pub struct FilesTarget {
 pub struct PassReport {
     /// Bytes streamed to Docker (archive bytes, headers included).
     pub bytes_streamed: u64,
+    /// Where each blob lies in the bundle (offset, size): to read a verified blob again in
+    /// place (`installer push` after the pass).
+    pub blobs: std::collections::HashMap<Digest, (u64, u64)>,
 }
 
 /// Read the whole bundle once: verify every entry, send `plan.send` blobs as a docker-save
@@ -259,9 +262,13 @@ pub fn pass<R: io::Read>(
         std::fs::write(dir.join("bundle.json"), reader.manifest_bytes()).map_err(staging_err)?;
         std::fs::write(dir.join("bundle.json.minisig"), reader.signature_text()).map_err(staging_err)?;
     }
+    let mut blobs = std::collections::HashMap::new();
     let result = (|| {
         while let Some(entry) = reader.next_entry()? {
             let path = entry.path.clone();
+            if path.starts_with(manifests::layout::BLOBS_DIR) {
+                blobs.insert(entry.sha256, (reader.entry_offset(), entry.size));
+            }
             let sink_err = |source| BundleError::Sink { path: path.clone(), source };
             let blob = path
                 .strip_prefix(manifests::layout::BLOBS_DIR)
@@ -302,7 +309,7 @@ pub fn pass<R: io::Read>(
         }
         return Err(e);
     }
-    let mut report = PassReport::default();
+    let mut report = PassReport { blobs, ..PassReport::default() };
     if let Some(mut w) = out {
         // Everything verified: now, and only now, the index files that make an engine register
         // and tag images.

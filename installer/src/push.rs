@@ -98,6 +98,22 @@ pub async fn push<R: Registry + Sync>(
     let files: Vec<PartFile> = signed.reader.inner().files().to_vec();
     reporter.event(&Event::Info { message: format!("verifying {} before pushing", opts.bundle.display()) });
     let offsets = locate_blobs(signed)?;
+    push_verified(&manifest, &files, &offsets, opts, registry, reporter).await
+}
+
+/// Push the images of a bundle that was verified whole already (`offsets`: where each blob lies
+/// in `files`, from that pass). Each blob is hashed again on its way out.
+///
+/// # Errors
+/// As [`push`], minus the bundle's verification.
+pub async fn push_verified<R: Registry + Sync>(
+    manifest: &manifests::Manifest,
+    files: &[PartFile],
+    offsets: &HashMap<Digest, (u64, u64)>,
+    opts: &PushOptions,
+    registry: &R,
+    reporter: &dyn Reporter,
+) -> Result<PushReport, InstallError> {
     let reg = |source: RegistryError| InstallError::Registry { source };
 
     let mut report = PushReport {
@@ -158,7 +174,7 @@ pub async fn push<R: Registry + Sync>(
         }
     };
     let work = async {
-        let result = send_all(opts, registry, &plans, &holder, &files, &offsets, &sent, &mut report).await;
+        let result = send_all(opts, registry, &plans, &holder, files, offsets, &sent, &mut report).await;
         done.store(true, Ordering::Relaxed);
         result
     };

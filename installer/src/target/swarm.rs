@@ -134,7 +134,9 @@ pub async fn apply<S: Swarm, R: Registry + Sync>(
     });
     let values = values::resolve(&manifest, opts.values_file.as_deref(), &state.values()?, &|k| std::env::var(k).ok())?;
 
-    // The whole bundle once: verified, its config files written to the release directory.
+    // The whole bundle once: verified, its config files written to the release directory, and
+    // where each blob lies noted, so the push reads only the blobs again.
+    let parts = signed.reader.inner().files().to_vec();
     let files = crate::load::FilesTarget { release_dir: state.release_dir(manifest.release) };
     if let Some(parent) = files.release_dir.parent() {
         std::fs::create_dir_all(parent).map_err(InstallError::state(parent))?;
@@ -147,25 +149,21 @@ pub async fn apply<S: Swarm, R: Registry + Sync>(
         bytes_to_send: 0,
         bytes_skipped: 0,
     };
-    crate::load::pass(reader, &empty, None, Some(&files), &|_| {})
+    let pass = crate::load::pass(reader, &empty, None, Some(&files), &|_| {})
         .map_err(|source| InstallError::Bundle { path, source })?;
     state.save_values(&values)?;
     remember_project(&state, &project)?;
 
     // The images into the site registry, byte for byte: services pin them by digest.
-    let pushed = push::push(
-        &push::PushOptions {
-            bundle: opts.bundle.clone(),
-            media: opts.media.clone(),
-            keys: opts.keys.clone(),
-            state_dir: opts.state_dir.clone(),
-            destination: swarm_opts.registry.clone(),
-            jobs: swarm_opts.jobs,
-        },
-        registry,
-        reporter,
-    )
-    .await?;
+    let push_opts = push::PushOptions {
+        bundle: opts.bundle.clone(),
+        media: opts.media.clone(),
+        keys: opts.keys.clone(),
+        state_dir: opts.state_dir.clone(),
+        destination: swarm_opts.registry.clone(),
+        jobs: swarm_opts.jobs,
+    };
+    let pushed = push::push_verified(&manifest, &parts, &pass.blobs, &push_opts, registry, reporter).await?;
     let pinned: BTreeMap<String, String> =
         pushed.images.iter().map(|i| (i.reference.clone(), i.pinned.clone())).collect();
 
