@@ -251,6 +251,11 @@ impl Diagnose for InstallError {
         Some(match self {
             InstallError::Bundle { source, .. } => return source.hint(),
             InstallError::Registry { source } => match source {
+                crate::registry::RegistryError::Unreachable { message, .. } if message.contains("CaUsedAsEndEntity") => {
+                    "the registry presents a self-signed CA certificate as its own: TLS libraries refuse that even with --ca; \
+                     issue the registry a server certificate signed by that CA (basicConstraints CA:FALSE) and pass the CA with --ca"
+                        .into()
+                }
                 crate::registry::RegistryError::Unreachable { registry, message } if message.contains("certificate") => format!(
                     "the registry's TLS certificate is not trusted here: pass its CA with --ca FILE (PEM), or --plain-http if {registry} serves plain HTTP"
                 ),

@@ -18,16 +18,24 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn start(dir: &Path, port: u16, htpasswd: Option<&Path>) -> Self {
+        Self::start_with(dir, port, htpasswd, None)
+    }
+
+    /// With `tls`: (certificate, key) PEM files the registry serves HTTPS with.
+    fn start_with(dir: &Path, port: u16, htpasswd: Option<&Path>, tls: Option<(&Path, &Path)>) -> Self {
         let root = dir.join(format!("registry-{port}"));
         std::fs::create_dir_all(&root).unwrap();
         let auth = htpasswd
             .map(|p| format!("auth: {{htpasswd: {{realm: test, path: {}}}}}\n", p.display()))
             .unwrap_or_default();
+        let tls = tls
+            .map(|(c, k)| format!(", tls: {{certificate: {}, key: {}}}", c.display(), k.display()))
+            .unwrap_or_default();
         let config = root.join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n{auth}",
+                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}{tls}}}\n{auth}",
                 root.join("data").display()
             ),
         )
@@ -207,4 +215,39 @@ fn push_refuses_a_damaged_bundle_wrong_credentials_and_no_registry_without_writi
 fn base64_encode(text: &str) -> String {
     let r = run(Command::new("sh").arg("-c").arg(format!("printf %s '{text}' | base64 -w0")));
     r.stdout.trim().to_string()
+}
+
+#[test]
+fn push_over_tls_trusts_the_site_ca_given_with_ca() {
+    if !e2e_enabled("push_over_tls_trusts_the_site_ca_given_with_ca") {
+        return;
+    }
+    let ws = Workspace::new();
+    // A site CA and a registry certificate it signed, for 127.0.0.1.
+    let d = ws.path("pki");
+    std::fs::create_dir_all(&d).unwrap();
+    let sh = |script: &str| {
+        let r = run(Command::new("sh").arg("-c").arg(script).current_dir(&d));
+        assert_eq!(r.code, 0, "{script}: {r:?}");
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj '/CN=site CA'");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout reg.key -out reg.csr -subj '/CN=127.0.0.1'");
+    sh("printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext.cnf \
+        && openssl x509 -req -in reg.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out reg.pem -days 2 -extfile ext.cnf");
+    let _registry = Registry::start_with(ws.dir.path(), 5017, None, Some((&d.join("reg.pem"), &d.join("reg.key"))));
+    let bundle = ws.path("b.tar");
+    assert_eq!(ws.build(&ws.stack("s", &[]), 1, &bundle, &[]).code, 0);
+    let tls = |extra: &[&str]| {
+        let mut c = Command::new(bin("installer"));
+        c.arg("push").arg(&bundle).arg("--key").arg(&ws.public).args(["--registry", "127.0.0.1:5017/site"]);
+        c.args(extra).env("INSTALLER_STATE_DIR", ws.path("state")).env("DOCKER_CONFIG", ws.path("none"));
+        run(&mut c)
+    };
+    let r = tls(&[]);
+    assert_eq!(r.code, 12, "an unknown CA is refused: {r:?}");
+    assert!(r.stderr.contains("--ca FILE"), "{r:?}");
+    let ca = d.join("ca.pem");
+    let r = tls(&["--ca", ca.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("pushed 3 images"), "{r:?}");
 }
