@@ -85,6 +85,14 @@ pub struct LoadPlan {
     pub bytes_skipped: u64,
 }
 
+impl LoadPlan {
+    /// A pass that sends nothing to an engine: it only verifies (and notes where blobs lie).
+    #[must_use]
+    pub fn nothing() -> Self {
+        Self { images: Vec::new(), send: BTreeMap::new(), trailer: Vec::new(), bytes_to_send: 0, bytes_skipped: 0 }
+    }
+}
+
 #[derive(Serialize)]
 struct SaveEntry {
     #[serde(rename = "Config")]

@@ -274,20 +274,13 @@ fn check_digest(registry: &str, what: &str, expected: &Digest, actual: &str) -> 
     })
 }
 
-/// The verifying pass: every entry checked, and where each blob's bytes lie in the bundle.
+/// The verifying pass (the same as `apply`'s, sending nothing): every entry checked, and where
+/// each blob's bytes lie in the bundle.
 fn locate_blobs(signed: verify::SignedBundle) -> Result<HashMap<Digest, (u64, u64)>, InstallError> {
-    let verify::SignedBundle { path, mut reader, .. } = signed;
-    let bundle_err = |source| InstallError::Bundle { path: path.clone(), source };
-    let mut offsets = HashMap::new();
-    while let Some(entry) = reader.next_entry().map_err(bundle_err)? {
-        let offset = reader.entry_offset();
-        reader.copy_entry_to(&mut std::io::sink()).map_err(bundle_err)?;
-        if entry.path.starts_with("images/blobs/sha256/") {
-            offsets.insert(entry.sha256, (offset, entry.size));
-        }
-    }
-    // `next_entry` returned None: the end of the archive and everything after it were checked.
-    Ok(offsets)
+    let verify::SignedBundle { path, reader, .. } = signed;
+    crate::load::pass(reader, &crate::load::LoadPlan::nothing(), None, None, &|_| {})
+        .map(|report| report.blobs)
+        .map_err(|source| InstallError::Bundle { path, source })
 }
 
 fn blob_source(

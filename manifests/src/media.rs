@@ -248,15 +248,9 @@ pub fn open(path: &Path, media: &[PathBuf], keys: &TrustedKeys) -> Result<Bundle
 pub fn open_unverified(path: &Path, media: &[PathBuf]) -> Result<(Manifest, Vec<PartFile>), BundleError> {
     let path = first_part(path);
     let (reader, len) = MediaReader::first(&path).map_err(|source| BundleError::Read { offset: 0, source })?;
+    let mut files = reader.files().to_vec();
     let (manifest, _) =
         crate::reader::read_unverified_manifest(reader, Some(len)).map_err(|e| not_first_part(&path, e))?;
-    let mut files = vec![PartFile {
-        name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        path: path.clone(),
-        start: 0,
-        size: len,
-        sha256: None,
-    }];
     if let Some(parts) = &manifest.parts
         && header_only(len, parts)
     {

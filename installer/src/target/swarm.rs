@@ -142,15 +142,17 @@ pub async fn apply<S: Swarm, R: Registry + Sync>(
         std::fs::create_dir_all(parent).map_err(InstallError::state(parent))?;
     }
     let verify::SignedBundle { path, reader, .. } = signed;
-    let empty = crate::load::LoadPlan {
-        images: Vec::new(),
-        send: BTreeMap::new(),
-        trailer: Vec::new(),
-        bytes_to_send: 0,
-        bytes_skipped: 0,
-    };
-    let pass = crate::load::pass(reader, &empty, None, Some(&files), &|_| {})
+    let pass = crate::load::pass(reader, &crate::load::LoadPlan::nothing(), None, Some(&files), &|_| {})
         .map_err(|source| InstallError::Bundle { path, source })?;
+    let host = crate::plan::HostState::default();
+    let paths = state.paths(manifest.release);
+    let the_plan = crate::plan::plan(&manifest, &host, &values, &paths, &crate::apply::file_digests(&manifest), false)
+        .map_err(InstallError::Preflight)?;
+    // What cannot work on a swarm is refused before the registry, the swarm or the saved values
+    // change (only the release directory of config files was written, as `apply` does).
+    for sp in the_plan.waves.iter().flatten() {
+        check_fits(sp, &paths)?;
+    }
     state.save_values(&values)?;
     remember_project(&state, &project)?;
 
@@ -167,11 +169,6 @@ pub async fn apply<S: Swarm, R: Registry + Sync>(
     let pinned: BTreeMap<String, String> =
         pushed.images.iter().map(|i| (i.reference.clone(), i.pinned.clone())).collect();
 
-    let host = crate::plan::HostState::default();
-    let paths = state.paths(manifest.release);
-    let the_plan = crate::plan::plan(&manifest, &host, &values, &paths, &crate::apply::file_digests(&manifest), false)
-        .map_err(InstallError::Preflight)?;
-    // Every spec first: what cannot work on a swarm is refused before anything changes.
     let mut specs = Vec::new();
     for wave in &the_plan.waves {
         let mut w = Vec::new();
@@ -199,7 +196,7 @@ pub async fn apply<S: Swarm, R: Registry + Sync>(
     let timeout = Duration::from_millis(manifest.health.timeout_ms);
     let result = converge(swarm, pull, &specs, timeout, reporter, &mut outcome).await;
     if let Err(cause) = result {
-        return Err(roll_back(swarm, pull, &project, previous.as_ref(), &specs, timeout, reporter, cause).await);
+        return Err(roll_back(swarm, pull, previous.as_ref(), &specs, timeout, reporter, cause).await);
     }
 
     // A re-run that changed nothing keeps the record it found.
@@ -311,7 +308,7 @@ async fn converge<S: Swarm>(
                 wait_running(swarm, &name, &sp.name, timeout, reporter).await?;
             } else {
                 // One job service per release: completed means done, whatever happened since.
-                if let Some(s) = &existing {
+                if existing.is_some() {
                     match job_state(swarm, &name).await? {
                         JobState::Complete => {
                             reporter.event(&service_event(&sp.name, "skip", Some("already ran for this release")));
@@ -320,7 +317,6 @@ async fn converge<S: Swarm>(
                         JobState::Running => {}
                         JobState::Failed(_) => {
                             // A failed run of this release: run it again, as the host target does.
-                            let _ = s;
                             swarm.remove_service(&name).await?;
                             wait_gone(swarm, &name).await?;
                             swarm.create_service(spec, pull).await?;
@@ -354,7 +350,6 @@ async fn wait_running<S: Swarm>(
     let start = Instant::now();
     loop {
         let svc = swarm.service(name).await?.unwrap_or(Value::Null);
-        let version = svc["Version"]["Index"].as_u64().unwrap_or_default();
         let wanted = svc["Spec"]["Mode"]["Replicated"]["Replicas"].as_u64().unwrap_or(1);
         let tasks = swarm.tasks(name).await?;
         let hash = &svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Labels"][HASH];
@@ -379,7 +374,6 @@ async fn wait_running<S: Swarm>(
                 .to_string()
             })
             .collect();
-        let _ = version;
         if running >= wanted && svc["UpdateStatus"]["State"].as_str().is_none_or(|s| s == "completed") {
             reporter.event(&service_event(service, "healthy", Some(&format!("{running}/{wanted} tasks running"))));
             return Ok(());
@@ -494,7 +488,6 @@ async fn wait_gone<S: Swarm>(swarm: &S, name: &str) -> Result<(), InstallError> 
 async fn roll_back<S: Swarm>(
     swarm: &S,
     pull: &PullAuth,
-    project: &str,
     previous: Option<&Record>,
     specs: &[Vec<(&ServicePlan, Value)>],
     timeout: Duration,
@@ -528,13 +521,49 @@ async fn roll_back<S: Swarm>(
         Ok(())
     }
     .await;
-    let _ = project;
     match result {
         Ok(()) => {
             InstallError::RolledBack { cause: Box::new(cause), services: restored.join(", "), data: String::new() }
         }
         Err(error) => InstallError::RollbackFailed { cause: Box::new(cause), error: Box::new(error) },
     }
+}
+
+fn refusal(sp: &ServicePlan, what: &str) -> InstallError {
+    InstallError::Preflight(format!("service `{}`: {what}; nothing was changed", sp.name))
+}
+
+/// What a swarm cannot run: templates, host paths and site data directories (every node would
+/// need them), bundled directories and files over Swarm's 1000 KB config limit.
+fn check_fits(sp: &ServicePlan, paths: &crate::plan::HostPaths) -> Result<(), InstallError> {
+    if !sp.spec.templates.is_empty() {
+        return Err(refusal(sp, "templates (x-bundle.templates) are not supported on a swarm yet"));
+    }
+    for bind in &sp.spec.binds {
+        let src = bind.split(':').next().unwrap_or_default();
+        let src_path = Path::new(src);
+        if !src.starts_with('/') || src_path.starts_with(&paths.values) {
+            continue;
+        }
+        let Ok(rel) = src_path.strip_prefix(&paths.files) else {
+            return Err(refusal(
+                sp,
+                &format!(
+                    "it mounts the host path {src}: every node would need it; use a named volume or a bundled file"
+                ),
+            ));
+        };
+        if src_path.is_dir() {
+            return Err(refusal(
+                sp,
+                &format!("the bundled directory {} cannot be a Swarm config (files only)", rel.display()),
+            ));
+        }
+        if std::fs::metadata(src_path).map_err(InstallError::state(src_path))?.len() > 1000 << 10 {
+            return Err(refusal(sp, &format!("{} is over Swarm's config limit of 1000 KB", rel.display())));
+        }
+    }
+    Ok(())
 }
 
 /// The Swarm `ServiceSpec` of one planned service, from the same container spec the host target
@@ -551,11 +580,7 @@ async fn service_spec<S: Swarm>(
 ) -> Result<Value, InstallError> {
     let project = &manifest.project;
     let c = &sp.spec;
-    let refuse = |what: String| InstallError::Preflight(format!("service `{}`: {what}; nothing was changed", sp.name));
-    let image = pinned.get(&c.image).ok_or_else(|| refuse(format!("image {} was not pushed", c.image)))?;
-    if !c.templates.is_empty() {
-        return Err(refuse("templates (x-bundle.templates) are not supported on a swarm yet".into()));
-    }
+    let image = pinned.get(&c.image).ok_or_else(|| refusal(sp, &format!("image {} was not pushed", c.image)))?;
     let labels = BTreeMap::from([(NAMESPACE.to_string(), project.clone())]);
     let mut mounts = Vec::new();
     let mut configs = Vec::new();
@@ -569,16 +594,8 @@ async fn service_spec<S: Swarm>(
             mounts.push(json!({"Type": "volume", "Source": src, "Target": dst, "ReadOnly": read_only,
                 "VolumeOptions": {"Labels": {NAMESPACE: project}}}));
         } else if let Ok(rel) = src_path.strip_prefix(&paths.files) {
-            if src_path.is_dir() {
-                return Err(refuse(format!(
-                    "the bundled directory {} cannot be a Swarm config (files only)",
-                    rel.display()
-                )));
-            }
+            // `check_fits` refused directories and files over the config limit.
             let data = std::fs::read(src_path).map_err(InstallError::state(src_path))?;
-            if data.len() > 1000 << 10 {
-                return Err(refuse(format!("{} is over Swarm's config limit of 1000 KB", rel.display())));
-            }
             let name = format!("{project}_{}_{}", config_key(rel), &Digest::of(&data).hex()[..12]);
             let id = swarm.ensure_config(&name, &data, &labels).await?;
             configs.push(json!({"ConfigID": id, "ConfigName": name,
@@ -590,13 +607,11 @@ async fn service_spec<S: Swarm>(
             secrets.push(json!({"SecretID": id, "SecretName": name,
                 "File": {"Name": dst, "UID": "0", "GID": "0", "Mode": 0o444}}));
         } else {
-            return Err(refuse(format!(
-                "it mounts the host path {src}: every node would need it; use a named volume or a bundled file"
-            )));
+            return Err(refusal(sp, &format!("it mounts the host path {src}")));
         }
     }
-    for (target, opts) in &c.tmpfs {
-        let _ = opts;
+    // tmpfs size and mode options are not carried over yet (the host target carries them).
+    for target in c.tmpfs.keys() {
         mounts.push(json!({"Type": "tmpfs", "Target": target}));
     }
     // The config hash on the tasks too: a gate counts only tasks of the spec it waits for.
